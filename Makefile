@@ -1,0 +1,30 @@
+# digits: `make serve` and `make test` do the whole set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test train bench lint clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+serve: $(STAMP)  ## Serve the committed model on http://127.0.0.1:8000
+	$(PY) -m server
+
+test: $(STAMP)  ## Lint, type-check and run the whole test suite
+	$(PY) -m ruff check model server client train bench tests
+	$(PY) -m mypy
+	$(PY) -m pytest
+
+train: $(STAMP)  ## Train the CNN and write every file of model/
+	$(PY) -m train
+
+bench: $(STAMP)  ## Load the server with concurrent drawers and report latency and throughput
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
