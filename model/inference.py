@@ -11,12 +11,12 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402 - the log level must be set before TensorFlow loads.
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from numpy.typing import NDArray  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
+from numpy.typing import NDArray
 
-from model import METRICS_PATH, MODEL_PATH  # noqa: E402
+from model import METRICS_PATH, MODEL_PATH
 
 logger = logging.getLogger(__name__)
 

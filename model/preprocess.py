@@ -52,14 +52,12 @@ def ink_map(image: Image.Image) -> FloatArray:
     """
     image = _reduce(image)
     colours = _colours_on_white(image)
-    border = np.concatenate(
-        [colours[0], colours[-1], colours[1:-1, 0], colours[1:-1, -1]], axis=0
-    )
+    border = np.concatenate([colours[0], colours[-1], colours[1:-1, 0], colours[1:-1, -1]], axis=0)
     paper = np.median(border, axis=0)
     distance = np.sqrt(np.sum(np.square(colours - paper), axis=-1))
     # Normalised so that black on white (the largest distance in the RGB cube) is 1.
     scale = math.sqrt(colours.shape[-1])
-    return np.clip(distance / scale, 0.0, 1.0).astype(np.float32)
+    return np.asarray(np.clip(distance / scale, 0.0, 1.0), dtype=np.float32)
 
 
 def ink_to_model_input(ink: FloatArray) -> FloatArray | None:
@@ -110,14 +108,14 @@ def _colours_on_white(image: Image.Image) -> FloatArray:
         top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
         if image.mode == "F":
             top = max(float(values.max()), 1.0) if values.max() > 1.0 else 1.0
-        return np.clip(values / top, 0.0, 1.0)[..., None]
+        return np.asarray(np.clip(values / top, 0.0, 1.0)[..., None], dtype=np.float32)
     if _has_alpha(image):
         grey = image.mode in ("LA", "La") or (
             image.mode == "P" and image.palette is not None and image.palette.mode == "L"
         )
         rgba = np.asarray(image.convert("LA" if grey else "RGBA"), dtype=np.float32) / 255.0
         colour, alpha = rgba[..., :-1], rgba[..., -1:]
-        return colour * alpha + (1.0 - alpha)
+        return np.asarray(colour * alpha + (1.0 - alpha), dtype=np.float32)
     if image.mode in ("1", "L"):
         return (np.asarray(image.convert("L"), dtype=np.float32) / 255.0)[..., None]
     return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
@@ -169,7 +167,7 @@ def _resize(ink: FloatArray, factor: float) -> FloatArray:
 def _scale_into_box(ink: FloatArray) -> FloatArray:
     """Scale so the longer side is 20 px, keeping the aspect ratio, peak ink 1."""
     digit = _resize(ink, BOX_SIZE / max(ink.shape))
-    return np.clip(digit / max(float(digit.max()), 1e-6), 0.0, 1.0)
+    return np.asarray(np.clip(digit / max(float(digit.max()), 1e-6), 0.0, 1.0), dtype=np.float32)
 
 
 def _centre_by_mass(digit: FloatArray) -> FloatArray:
