@@ -39,7 +39,11 @@ def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
     points = np.percentile(np.asarray(values), [50, 95, 99])
-    return {"p50": round(float(points[0]), 1), "p95": round(float(points[1]), 1), "p99": round(float(points[2]), 1)}
+    return {
+        "p50": round(float(points[0]), 1),
+        "p95": round(float(points[1]), 1),
+        "p99": round(float(points[2]), 1),
+    }
 
 
 class MemorySampler:
@@ -82,7 +86,9 @@ class MemorySampler:
         }
 
 
-async def measure(server: RunningServer, drawings: list[list[bytes]], clients: int, duration_s: float) -> dict[str, Any]:
+async def measure(
+    server: RunningServer, drawings: list[list[bytes]], clients: int, duration_s: float
+) -> dict[str, Any]:
     """All the socket scenarios against one running server."""
     print("  idle client ...", flush=True)
     idle = await idle_client(server.ws_url, drawings, rounds=40, pause_s=0.15)
@@ -133,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {ceiling_per_s:.0f} predictions/s", flush=True)
 
     results: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {psutil.cpu_count()} cores",
+        "python": platform.python_version(),
         "ceiling_predictions_per_s": round(ceiling_per_s, 1),
         "runs": {},
     }
@@ -145,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
                 run = asyncio.run(measure(server, drawings, arguments.clients, arguments.duration))
             finally:
                 server.stop()
-            run["saturation_vs_ceiling"] = round(run["saturation_predictions_per_s"] / ceiling_per_s, 2)
+            run["saturation_vs_ceiling"] = round(
+                run["saturation_predictions_per_s"] / ceiling_per_s, 2
+            )
             results["runs"][str(workers)] = run
             print(json.dumps(run, indent=2), flush=True)
     arguments.out.write_text(json.dumps(results, indent=2) + "\n")

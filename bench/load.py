@@ -102,7 +102,9 @@ async def stream_drawings(
                     tick += interval_s
                     await asyncio.sleep(max(0.0, tick - time.perf_counter()))
                 try:
-                    result.final_latencies_ms.append(await asyncio.wait_for(final, ANSWER_TIMEOUT_S))
+                    result.final_latencies_ms.append(
+                        await asyncio.wait_for(final, ANSWER_TIMEOUT_S)
+                    )
                 except TimeoutError:
                     result.unanswered_finals += 1
                 await asyncio.sleep(pause_s)
@@ -112,14 +114,18 @@ async def stream_drawings(
     except (OSError, TimeoutError, ConnectionError) as error:
         result.errors += 1
         print(f"  drawer failed: {error}")
-    except Exception as error:  # noqa: BLE001 - a closed connection counts as an error, not a crash.
+    except Exception as error:
         result.errors += 1
         print(f"  drawer failed: {type(error).__name__}: {error}")
 
 
 async def run_drawers(
-    url: str, drawings: list[list[bytes]], clients: int, duration_s: float,
-    interval_s: float = 0.05, pause_s: float = 0.25,
+    url: str,
+    drawings: list[list[bytes]],
+    clients: int,
+    duration_s: float,
+    interval_s: float = 0.05,
+    pause_s: float = 0.25,
 ) -> LoadResult:
     """`clients` drawers streaming at once for `duration_s` (starts spread over one interval)."""
     result = LoadResult()
@@ -127,8 +133,13 @@ async def run_drawers(
     await asyncio.gather(
         *(
             stream_drawings(
-                url, drawings[number::clients] or drawings, duration_s, interval_s, pause_s,
-                result, start_delay_s=interval_s * number / clients,
+                url,
+                drawings[number::clients] or drawings,
+                duration_s,
+                interval_s,
+                pause_s,
+                result,
+                start_delay_s=interval_s * number / clients,
             )
             for number in range(clients)
         )
@@ -137,7 +148,9 @@ async def run_drawers(
     return result
 
 
-async def idle_client(url: str, drawings: list[list[bytes]], rounds: int, pause_s: float) -> list[float]:
+async def idle_client(
+    url: str, drawings: list[list[bytes]], rounds: int, pause_s: float
+) -> list[float]:
     """One client alone: milliseconds from a drawing's last snapshot to its answer."""
     result = LoadResult()
     latencies = []

@@ -64,7 +64,10 @@ def start_server(
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "server", "--bind", f"127.0.0.1:{port}", *flags],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=environment,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
         )
     server = RunningServer(process, port, log_path)
     deadline = time.monotonic() + timeout_s

@@ -11,7 +11,10 @@ from PIL import Image, ImageDraw
 DIGIT_PATHS: dict[int, list[list[tuple[float, float]]]] = {
     0: [
         [
-            (0.5 + 0.32 * math.sin(2 * math.pi * step / 36), 0.5 - 0.45 * math.cos(2 * math.pi * step / 36))
+            (
+                0.5 + 0.32 * math.sin(2 * math.pi * step / 36),
+                0.5 - 0.45 * math.cos(2 * math.pi * step / 36),
+            )
             for step in range(37)
         ]
     ],

@@ -39,13 +39,17 @@ def write(folder: Path, files: dict[str, bytes], packed: bool) -> None:
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["raw", "gz"])
-def test_reads_raw_and_gzip_files(tmp_path: Path, idx_files: dict[str, bytes], packed: bool) -> None:
+def test_reads_raw_and_gzip_files(
+    tmp_path: Path, idx_files: dict[str, bytes], packed: bool
+) -> None:
     """Both the plain and the `.gz` files are read and verified."""
     write(tmp_path, idx_files, packed)
     assert read_verified(tmp_path) == idx_files
 
 
-def test_load_uses_data_dir_and_fills_the_cache(tmp_path: Path, idx_files: dict[str, bytes]) -> None:
+def test_load_uses_data_dir_and_fills_the_cache(
+    tmp_path: Path, idx_files: dict[str, bytes]
+) -> None:
     """`--data DIR` is used first; the verified files land in the cache for next time."""
     source, cache = tmp_path / "source", tmp_path / "cache"
     source.mkdir()
@@ -66,7 +70,11 @@ def test_checksum_mismatch_is_refused(tmp_path: Path, idx_files: dict[str, bytes
 
 def test_missing_file_is_named(tmp_path: Path, idx_files: dict[str, bytes]) -> None:
     """A folder lacking one of the four files says which."""
-    write(tmp_path, {k: v for k, v in idx_files.items() if k != "train-labels-idx1-ubyte"}, packed=False)
+    write(
+        tmp_path,
+        {k: v for k, v in idx_files.items() if k != "train-labels-idx1-ubyte"},
+        packed=False,
+    )
     with pytest.raises(DataError, match="train-labels-idx1-ubyte missing"):
         read_verified(tmp_path)
 

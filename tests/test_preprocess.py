@@ -116,7 +116,9 @@ def test_jpeg_noise_is_ignored(reference: NDArray[np.float32]) -> None:
     """A low-quality JPEG gives nearly the reference input, and a blank JPEG is empty."""
     noisy = Image.open(io.BytesIO(encode(draw_digit(7), "JPEG", quality=30)))
     assert difference(model_input(noisy), reference) < 0.03
-    blank = Image.open(io.BytesIO(encode(Image.new("RGB", (280, 280), "white"), "JPEG", quality=30)))
+    blank = Image.open(
+        io.BytesIO(encode(Image.new("RGB", (280, 280), "white"), "JPEG", quality=30))
+    )
     assert to_model_input(blank) is None
 
 
@@ -162,8 +164,15 @@ def test_stray_faint_noise_does_not_move_the_crop(reference: NDArray[np.float32]
 
 def test_huge_picture_is_reduced_before_float_work() -> None:
     """An 8000x8000 picture is processed without allocating its full float copy."""
-    picture = draw_digit(1, canvas=(8000, 8000), box=(2000, 2000, 4000), line_width=400, mode="L",
-                         ink=(0,), paper=(255,))
+    picture = draw_digit(
+        1,
+        canvas=(8000, 8000),
+        box=(2000, 2000, 4000),
+        line_width=400,
+        mode="L",
+        ink=(0,),
+        paper=(255,),
+    )
     tracemalloc.start()
     try:
         result = to_model_input(picture)
@@ -189,7 +198,9 @@ def test_preprocessing_is_idempotent(reference: NDArray[np.float32]) -> None:
     height=st.integers(1, 64),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_arbitrary_pictures_give_none_or_a_valid_input(mode: str, width: int, height: int, seed: int) -> None:
+def test_arbitrary_pictures_give_none_or_a_valid_input(
+    mode: str, width: int, height: int, seed: int
+) -> None:
     """Random pixels in any mode and shape never raise: None or a valid 28x28 input."""
     generator = np.random.default_rng(seed)
     bands = len(Image.new(mode, (1, 1)).getbands())

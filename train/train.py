@@ -24,15 +24,15 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-from numpy.typing import NDArray  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
 
-from model import METRICS_PATH, MODEL_DIR, MODEL_PATH  # noqa: E402
-from model.preprocess import to_model_input  # noqa: E402
-from train.augment import augment_all  # noqa: E402
-from train.canvas import canvas_set  # noqa: E402
-from train.data import DataError, Mnist, load_mnist  # noqa: E402
+from model import METRICS_PATH, MODEL_DIR, MODEL_PATH
+from model.preprocess import to_model_input
+from train.augment import augment_all
+from train.canvas import canvas_set
+from train.data import DataError, Mnist, load_mnist
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="folder with the MNIST IDX files")
     parser.add_argument("--epochs", type=int, default=Config.epochs)
-    parser.add_argument("--out", type=Path, default=MODEL_DIR, help="where to write the model files")
+    parser.add_argument(
+        "--out", type=Path, default=MODEL_DIR, help="where to write the model files"
+    )
     parser.add_argument("--quick", action="store_true", help="a tiny run to check the pipeline")
     arguments = parser.parse_args(argv)
     config = Config(epochs=arguments.epochs)
@@ -76,12 +78,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     _seed_everything(config.seed)
     split = _split(mnist, config)
-    print(f"augmenting {config.augmented_rounds} x {len(split.train_images)} digits ...", flush=True)
+    print(
+        f"augmenting {config.augmented_rounds} x {len(split.train_images)} digits ...", flush=True
+    )
     augmented = [
         augment_all(split.train_images, seed=config.seed + round_index, processes=config.processes)
         for round_index in range(config.augmented_rounds)
     ]
-    validation_augmented = augment_all(split.validation_images, seed=config.seed - 1, processes=config.processes)
+    validation_augmented = augment_all(
+        split.validation_images, seed=config.seed - 1, processes=config.processes
+    )
     print(f"augmentation done in {time.monotonic() - started:.0f} s", flush=True)
 
     # ---- model and training -----------------------------------------------------------
@@ -99,8 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         metrics=["accuracy"],
     )
     batches = MixedBatches(
-        split.train_images, augmented, split.train_labels,
-        batch_size=config.batch_size, augmented_fraction=config.augmented_fraction, seed=config.seed,
+        split.train_images,
+        augmented,
+        split.train_labels,
+        batch_size=config.batch_size,
+        augmented_fraction=config.augmented_fraction,
+        seed=config.seed,
     )
     validation_images = np.concatenate([split.validation_images, validation_augmented])
     validation_labels = np.concatenate([split.validation_labels, split.validation_labels])
@@ -134,18 +144,22 @@ def main(argv: list[str] | None = None) -> int:
     epochs_run = len(history.history["loss"])
     metrics = {
         "name": "digits-cnn",
-        "version": datetime.datetime.now(datetime.timezone.utc).strftime("%Y.%m.%d-%H%M"),
+        "version": datetime.datetime.now(datetime.UTC).strftime("%Y.%m.%d-%H%M"),
         "test_accuracy": test_accuracy,
-        "test_images": int(len(mnist.test_labels)),
+        "test_images": len(mnist.test_labels),
         "per_class_accuracy": {
             str(digit): float(confusion[digit, digit] / max(confusion[digit].sum(), 1))
             for digit in range(10)
         },
         "confusion_matrix": confusion.tolist(),
         "canvas": canvas,
-        "validation_accuracy": float(history.history["val_accuracy"][-1 - _best_offset(history, config)]),
+        "validation_accuracy": float(
+            history.history["val_accuracy"][-1 - _best_offset(history, config)]
+        ),
         "epochs": epochs_run,
-        "history": {key: [float(value) for value in values] for key, values in history.history.items()},
+        "history": {
+            key: [float(value) for value in values] for key, values in history.history.items()
+        },
         "wall_time_s": round(time.monotonic() - started, 1),
         "config": dataclasses.asdict(config),
         "data_sha256": mnist.sha256,
@@ -173,8 +187,10 @@ def _split(mnist: Mnist, config: Config) -> Split:
     order = np.random.default_rng(config.seed).permutation(len(mnist.train_labels))
     held, kept = order[: config.validation_size], order[config.validation_size :]
     return Split(
-        mnist.train_images[kept], mnist.train_labels[kept],
-        mnist.train_images[held], mnist.train_labels[held],
+        mnist.train_images[kept],
+        mnist.train_labels[kept],
+        mnist.train_images[held],
+        mnist.train_labels[held],
     )
 
 
@@ -211,11 +227,9 @@ def _canvas_accuracy(model: Any, mnist: Mnist, config: Config) -> dict[str, Any]
         styles.append(style)
     predicted = model.predict(inputs, batch_size=500, verbose=0).argmax(axis=1)
     correct = predicted == labels
-    by_style = {
-        style: float(np.mean([ok for ok, kind in zip(correct, styles) if kind == style]))
-        for style in sorted(set(styles))
-    }
-    return {"accuracy": float(correct.mean()), "images": int(len(labels)), "by_style": by_style}
+    kinds = np.asarray(styles)
+    by_style = {style: float(correct[kinds == style].mean()) for style in sorted(set(styles))}
+    return {"accuracy": float(correct.mean()), "images": len(labels), "by_style": by_style}
 
 
 def _best_offset(history: Any, config: Config) -> int:
@@ -270,8 +284,22 @@ def _plot(history: dict[str, list[float]], confusion: NDArray[np.int64], out: Pa
         for column in range(10):
             if confusion[row, column]:
                 colour = "white" if row == column else "black"
-                axes.text(column, row, str(confusion[row, column]), ha="center", va="center", fontsize=7, color=colour)
-    axes.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title="Confusion (MNIST test)")
+                axes.text(
+                    column,
+                    row,
+                    str(confusion[row, column]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color=colour,
+                )
+    axes.set(
+        xticks=range(10),
+        yticks=range(10),
+        xlabel="predicted",
+        ylabel="true",
+        title="Confusion (MNIST test)",
+    )
     figure.colorbar(shown, ax=axes, label="log(1 + count)")
     figure.tight_layout()
     figure.savefig(out / "confusion.png", dpi=100)

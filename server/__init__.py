@@ -1,0 +1,1 @@
+"""The real-time recognition server: a Quart app on Hypercorn (`python -m server`)."""

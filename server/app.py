@@ -1,0 +1,227 @@
+"""The Quart app: routes, start-up and shutdown; the work happens in the modules below.
+
+HTTP: `/` and the page's files, `/healthz`, `/readyz`, `/metrics`, `/api/model`,
+`POST /api/predict`. WebSocket: `/ws`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from quart import (
+    Quart,
+    Response,
+    has_request_context,
+    jsonify,
+    request,
+    send_from_directory,
+    websocket,
+)
+from quart.globals import websocket_ctx
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from model.inference import read_model_info
+from server.batching import InferenceWorker
+from server.config import Settings
+from server.images import ImageError
+from server.metrics import CONTENT_TYPE, Metrics
+from server.protocol import hello_message
+from server.streaming import GOING_AWAY, Session
+from server.uploads import UploadError, UploadRequest, body_limit_bytes, read_picture
+
+logger = logging.getLogger(__name__)
+
+# The page and its modules are not fingerprinted, so browsers must revalidate them (cheap:
+# ETag and Last-Modified come with every file); images and fonts may be cached a while.
+REVALIDATE_SUFFIXES = (".html", ".js", ".mjs", ".css", ".json", ".webmanifest")
+REVALIDATE = "no-cache"
+CACHE_A_DAY = "public, max-age=86400"
+TRY_AGAIN_LATER = 1013
+
+
+class Runtime:
+    """What one app holds while it serves: the worker, the open sessions, readiness."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.worker = InferenceWorker(settings, self.metrics)
+        self.model_info = read_model_info(settings.model_path).as_json()
+        self.sessions: set[Session] = set()
+        self.ready = False
+        self.draining = False
+        # Set when the model cannot be loaded: `python -m server` then exits non-zero.
+        self.failed = asyncio.Event()
+        self._loading: asyncio.Task[None] | None = None
+
+    def start_loading(self) -> None:
+        """Load the model in the background, so that `/healthz` and `/readyz` answer meanwhile."""
+        self._loading = asyncio.create_task(self._load())
+
+    async def _load(self) -> None:
+        started = time.perf_counter()
+        try:
+            await self.worker.start()
+        except Exception as error:
+            logger.error("cannot load model %s: %s", self.settings.model_path, error)
+            self.failed.set()
+            return
+        self.ready = True
+        logger.info("ready in %.1f s", time.perf_counter() - started)
+
+    async def drain(self) -> None:
+        """Graceful shutdown: refuse new work, answer pending snapshots, close sockets (1001)."""
+        self.draining = True
+        sessions = list(self.sessions)
+        for session in sessions:
+            session.drain()
+        if sessions:
+            waiting = asyncio.gather(*(session.wait_closed() for session in sessions))
+            try:
+                await asyncio.wait_for(waiting, self.settings.shutdown_grace_s)
+            except TimeoutError:
+                logger.warning("%d connections did not close in time", len(self.sessions))
+
+    async def stop(self) -> None:
+        """Release the worker's threads."""
+        if self._loading is not None:
+            self._loading.cancel()
+            await asyncio.gather(self._loading, return_exceptions=True)
+        await self.worker.stop()
+
+
+def runtime_of(app: Quart) -> Runtime:
+    """The `Runtime` of an app made by `create_app`."""
+    runtime = app.extensions["digits"]
+    assert isinstance(runtime, Runtime)
+    return runtime
+
+
+def error_response(status: int, code: str, message: str) -> tuple[Response, int]:
+    """An HTTP error in the protocol's shape."""
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+def _flag(value: str | None) -> bool:
+    return value is not None and value.lower() in ("1", "true", "yes")
+
+
+def create_app(settings: Settings | None = None) -> Quart:
+    """Build the app; the model loads when serving starts."""
+    settings = settings or Settings()
+    app = Quart(__name__, static_folder=None)
+    app.request_class = UploadRequest
+    app.config["MAX_CONTENT_LENGTH"] = body_limit_bytes(settings)
+    runtime = Runtime(settings)
+    app.extensions["digits"] = runtime
+    metrics = runtime.metrics
+
+    @app.before_serving
+    async def start() -> None:
+        runtime.start_loading()
+
+    @app.after_serving
+    async def stop() -> None:
+        await runtime.stop()
+
+    @app.get("/healthz")
+    async def healthz() -> Any:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Any:
+        if runtime.ready and not runtime.draining:
+            return {"status": "ready"}
+        return {"status": "draining" if runtime.draining else "loading"}, 503
+
+    @app.get("/metrics")
+    async def metrics_text() -> Response:
+        return Response(metrics.exposition(), content_type=CONTENT_TYPE)
+
+    @app.get("/api/model")
+    async def model_info() -> Any:
+        return runtime.model_info
+
+    @app.post("/api/predict")
+    async def predict() -> Any:
+        if not runtime.ready:
+            return error_response(503, "not_ready", "the model is still loading")
+        received_at = time.monotonic()
+        picture = await read_picture(request, settings)
+        metrics.snapshots_received.labels("http").inc()
+        include_input = _flag(request.args.get("include_input"))
+        prediction = await runtime.worker.answer(lambda: picture, include_input)
+        metrics.predictions_sent.labels("http").inc()
+        metrics.prediction_latency_seconds.labels("http").observe(time.monotonic() - received_at)
+        return prediction.as_json()
+
+    @app.websocket("/ws")
+    async def stream() -> None:
+        # Refusals are close codes after the upgrade, not HTTP statuses: a browser's
+        # WebSocket never shows the status of a failed upgrade, only close code 1006.
+        await websocket.accept()
+        if runtime.draining:
+            await websocket.close(GOING_AWAY, "server shutting down")
+            return
+        if not runtime.ready:
+            await websocket.close(TRY_AGAIN_LATER, "the model is still loading")
+            return
+        if len(runtime.sessions) >= settings.max_connections:
+            await websocket.close(TRY_AGAIN_LATER, "too many connections")
+            return
+        session = Session(
+            websocket_ctx.websocket,
+            runtime.worker,
+            settings,
+            metrics,
+            hello=hello_message(runtime.model_info, settings),
+            include_input=_flag(websocket.args.get("include_input")),
+        )
+        runtime.sessions.add(session)
+        metrics.open_connections.inc()
+        try:
+            await session.run()
+        finally:
+            runtime.sessions.discard(session)
+            metrics.open_connections.dec()
+
+    @app.get("/")
+    async def index() -> Response:
+        return await static_file("index.html")
+
+    @app.get("/<path:name>")
+    async def static_file(name: str) -> Response:
+        response = await send_from_directory(settings.web_dir, name)
+        revalidate = name.endswith(REVALIDATE_SUFFIXES)
+        response.headers["Cache-Control"] = REVALIDATE if revalidate else CACHE_A_DAY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    @app.errorhandler(UploadError)
+    async def upload_error(error: UploadError) -> Any:
+        metrics.errors.labels(error.code, "http").inc()
+        return error_response(error.status, error.code, error.message)
+
+    @app.errorhandler(ImageError)
+    async def image_error(error: ImageError) -> Any:
+        metrics.errors.labels(error.code, "http").inc()
+        status = 413 if error.code == "too_large" else 400
+        return error_response(status, error.code, error.message)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    async def body_too_large(error: RequestEntityTooLarge) -> Any:
+        metrics.errors.labels("too_large", "http").inc()
+        limit = settings.max_message_bytes
+        return error_response(413, "too_large", f"picture is over the limit of {limit} bytes")
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Any:
+        if not has_request_context() or not request.path.startswith("/api/"):
+            return error
+        code = (error.name or "error").lower().replace(" ", "_")
+        return error_response(error.code or 500, code, error.description or code)
+
+    return app

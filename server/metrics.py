@@ -1,0 +1,77 @@
+"""Prometheus metrics of one app, in a registry of its own so that several apps can coexist."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """Every metric the server exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.open_connections = Gauge(
+            "digits_open_connections", "Open WebSocket connections.", registry=self.registry
+        )
+        self.snapshots_received = Counter(
+            "digits_snapshots_received",
+            "Pictures received, by transport (ws or http).",
+            ["transport"],
+            registry=self.registry,
+        )
+        self.snapshots_coalesced = Counter(
+            "digits_snapshots_coalesced",
+            "WebSocket snapshots skipped because a newer one from the same client overtook them.",
+            registry=self.registry,
+        )
+        self.predictions_sent = Counter(
+            "digits_predictions_sent",
+            "Predictions sent, by transport.",
+            ["transport"],
+            registry=self.registry,
+        )
+        self.predictions_dropped = Counter(
+            "digits_predictions_dropped",
+            "Predictions replaced by a newer one before a slow reader took them.",
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "digits_errors",
+            "Error answers, by protocol error code and transport.",
+            ["code", "transport"],
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "digits_inference_batch_size",
+            "Pictures per model call.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.inference_seconds = Histogram(
+            "digits_inference_seconds",
+            "Time of one batched model call.",
+            buckets=SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.decode_seconds = Histogram(
+            "digits_decode_seconds",
+            "Time to decode and preprocess one picture.",
+            buckets=SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.prediction_latency_seconds = Histogram(
+            "digits_prediction_latency_seconds",
+            "Time from receiving a picture to sending its answer, by transport.",
+            ["transport"],
+            buckets=SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,348 @@
+"""One WebSocket connection: a reader, a processor and a writer around one pending snapshot.
+
+- The reader parses each frame (`MessageParser`), answers bad ones with an error at once and
+  puts good ones in the one-slot "newest pending" snapshot, replacing an older one (latest
+  wins). A connection over `max_messages_per_s` has its newest snapshot held back until the
+  rate allows; a held snapshot that a newer one overtakes is answered `rate_limited`, so the
+  last snapshot before a pause is always answered.
+- The processor waits until the pending snapshot is due, `debounce_ms` after it arrived but
+  never later than `max_wait_ms` after the oldest snapshot it replaced, then hands it to the
+  shared `InferenceWorker`. One snapshot per connection is in flight at a time, so answers
+  leave in the order of their seqs.
+- The writer sends from an `Outbox` that keeps only the newest prediction and a few errors,
+  so a client that stops reading holds nothing but its own connection.
+- `drain()` (graceful shutdown) stops reading, answers what is pending at once and closes
+  with 1001 (going away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from server.batching import InferenceWorker, Picture
+from server.config import Settings
+from server.images import ImageError
+from server.metrics import Metrics
+from server.predictions import Prediction
+from server.protocol import (
+    ErrorCode,
+    Limits,
+    MessageParser,
+    ProtocolError,
+    Snapshot,
+    StrokesSnapshot,
+    error_message,
+    prediction_message,
+)
+from server.ratelimit import TokenBucket
+
+logger = logging.getLogger(__name__)
+
+GOING_AWAY = 1001
+
+
+class Connection(Protocol):
+    """The part of a server-side WebSocket a session uses (Quart's `Websocket` fits)."""
+
+    async def receive(self) -> str | bytes: ...
+
+    async def send(self, data: str | bytes) -> None: ...
+
+    async def close(self, code: int, reason: str = "") -> None: ...
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A snapshot and when it arrived (`time.monotonic()`)."""
+
+    snapshot: Snapshot
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message waiting for the writer: a prediction to stamp with its latency, or an error."""
+
+    seq: int | None
+    received_at: float
+    prediction: Prediction | None = None
+    error_text: str | None = None
+
+
+class Outbox:
+    """The outgoing queue of one connection: at most one prediction (the newest) and a few errors.
+
+    Messages leave in the order they were put, except that a new prediction replaces a
+    queued older one, and the oldest errors are dropped beyond `max_errors`.
+    """
+
+    def __init__(self, max_errors: int) -> None:
+        self.max_errors = max_errors
+        self._items: deque[Outgoing] = deque()
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_prediction(self, item: Outgoing) -> bool:
+        """Queue a prediction in place of any queued one; returns whether one was replaced."""
+        replaced = False
+        for queued in self._items:
+            if queued.prediction is not None:
+                self._items.remove(queued)
+                replaced = True
+                break
+        self._put(item)
+        return replaced
+
+    def put_error(self, item: Outgoing) -> None:
+        """Queue an error, dropping the oldest queued error when there are too many."""
+        errors = [queued for queued in self._items if queued.prediction is None]
+        if len(errors) >= self.max_errors:
+            self._items.remove(errors[0])
+        self._put(item)
+
+    async def get(self) -> Outgoing:
+        """The next message to send; call `sent()` once it is sent."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    def sent(self) -> None:
+        """The message from `get()` has left (or failed to)."""
+        if not self._items:
+            self._idle.set()
+
+    async def join(self) -> None:
+        """Wait until everything queued has been sent."""
+        await self._idle.wait()
+
+    def _put(self, item: Outgoing) -> None:
+        self._items.append(item)
+        self._idle.clear()
+        self._ready.set()
+
+
+class Session:
+    """The state and tasks of one WebSocket connection."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        worker: InferenceWorker,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        hello: str,
+        include_input: bool = False,
+    ) -> None:
+        self._connection = connection
+        self._worker = worker
+        self._settings = settings
+        self._metrics = metrics
+        self._hello = hello
+        self._include_input = include_input
+        self._parser = MessageParser(
+            Limits(settings.max_message_bytes, settings.max_pixels, settings.max_stroke_points)
+        )
+        rate = float(settings.max_messages_per_s)
+        self._bucket = TokenBucket(rate, capacity=rate, now=time.monotonic())
+        self._outbox = Outbox(settings.max_queued_errors)
+        self._debounce_s = settings.debounce_ms / 1000.0
+        self._max_wait_s = settings.max_wait_ms / 1000.0
+        # The newest snapshot not yet taken, and when the oldest one it replaced arrived.
+        self._pending: Arrival | None = None
+        self._first_pending_at = 0.0
+        self._due_at = 0.0
+        # A snapshot held back by the rate limit, and the timer that releases it.
+        self._deferred: Arrival | None = None
+        self._deferred_timer: asyncio.TimerHandle | None = None
+        self._in_flight: Arrival | None = None
+        self._changed = asyncio.Event()
+        self._answered = asyncio.Event()
+        self._draining = asyncio.Event()
+        self._closed = asyncio.Event()
+
+    async def run(self) -> None:
+        """Serve the connection until the client leaves (cancellation) or `drain()`."""
+        try:
+            await self._connection.send(self._hello)
+            async with asyncio.TaskGroup() as tasks:
+                reader = tasks.create_task(self._read())
+                processor = tasks.create_task(self._process())
+                writer = tasks.create_task(self._write())
+                await self._draining.wait()
+                reader.cancel()
+                self._release_deferred(force=True)
+                await self._settle()
+                await self._connection.close(GOING_AWAY, "server shutting down")
+                processor.cancel()
+                writer.cancel()
+        finally:
+            if self._deferred_timer is not None:
+                self._deferred_timer.cancel()
+            self._closed.set()
+
+    def drain(self) -> None:
+        """Ask the session to answer what is pending and close with 1001."""
+        self._draining.set()
+        self._changed.set()
+
+    async def wait_closed(self) -> None:
+        """Wait until `run()` has finished."""
+        await self._closed.wait()
+
+    async def _read(self) -> None:
+        while True:
+            frame: str | bytes | None = await self._connection.receive()
+            # Quart hands over an empty binary frame as None.
+            self._on_frame(b"" if frame is None else frame, time.monotonic())
+
+    def _on_frame(self, frame: str | bytes, now: float) -> None:
+        """Parse a frame and make it the pending snapshot, hold it back, or answer an error."""
+        allowed = self._bucket.take(now)
+        try:
+            snapshot = self._parser.parse(frame)
+        except ProtocolError as error:
+            self._send_error(error.code, error.message, error.seq)
+            return
+        self._metrics.snapshots_received.labels("ws").inc()
+        if self._deferred is not None:
+            self._reject_deferred()
+        arrival = Arrival(snapshot, now)
+        if allowed:
+            self._offer(arrival)
+        else:
+            self._deferred = arrival
+            loop = asyncio.get_running_loop()
+            self._deferred_timer = loop.call_later(
+                self._bucket.wait_s(now), self._release_deferred
+            )
+
+    def _offer(self, arrival: Arrival) -> None:
+        """Make a snapshot the pending one and set when it is due."""
+        if self._pending is None:
+            self._first_pending_at = arrival.received_at
+        else:
+            self._metrics.snapshots_coalesced.inc()
+        self._pending = arrival
+        self._due_at = min(
+            arrival.received_at + self._debounce_s, self._first_pending_at + self._max_wait_s
+        )
+        self._changed.set()
+
+    def _reject_deferred(self) -> None:
+        """A newer snapshot overtook the held-back one: tell the client it was rate-limited."""
+        assert self._deferred is not None
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        limit = self._settings.max_messages_per_s
+        self._send_error(
+            "rate_limited", f"more than {limit} messages a second", self._deferred.snapshot.seq
+        )
+        self._deferred = None
+
+    def _release_deferred(self, force: bool = False) -> None:
+        """Offer the held-back snapshot once the rate allows (or at once when draining)."""
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        if self._deferred is None:
+            return
+        now = time.monotonic()
+        if force or self._bucket.take(now):
+            self._offer(self._deferred)
+            self._deferred = None
+        else:
+            loop = asyncio.get_running_loop()
+            self._deferred_timer = loop.call_later(
+                self._bucket.wait_s(now), self._release_deferred
+            )
+
+    async def _process(self) -> None:
+        """Forever: wait until the pending snapshot is due, predict it, queue the answer."""
+        while True:
+            await self._until_due()
+            try:
+                prediction = await self._worker.answer(self._take, self._include_input)
+            except ImageError as error:
+                assert self._in_flight is not None
+                self._send_error(error.code, error.message, self._in_flight.snapshot.seq)
+            else:
+                assert self._in_flight is not None
+                item = Outgoing(
+                    self._in_flight.snapshot.seq, self._in_flight.received_at, prediction
+                )
+                if self._outbox.put_prediction(item):
+                    self._metrics.predictions_dropped.inc()
+            finally:
+                self._in_flight = None
+                self._answered.set()
+
+    async def _until_due(self) -> None:
+        """Return once a snapshot is pending and its debounce is over (or we are draining)."""
+        while True:
+            delay: float | None = None
+            if self._pending is not None:
+                if self._draining.is_set():
+                    return
+                delay = self._due_at - time.monotonic()
+                if delay <= 0:
+                    return
+            self._changed.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._changed.wait()
+            except TimeoutError:
+                pass
+
+    def _take(self) -> Picture:
+        """Hand the newest pending snapshot to the worker (called once a decoder is free)."""
+        arrival = self._pending
+        assert arrival is not None
+        self._pending = None
+        self._in_flight = arrival
+        snapshot = arrival.snapshot
+        return snapshot if isinstance(snapshot, StrokesSnapshot) else snapshot.image
+
+    async def _write(self) -> None:
+        """Forever: send the next outgoing message, stamping predictions with their latency."""
+        while True:
+            item = await self._outbox.get()
+            try:
+                if item.prediction is None:
+                    assert item.error_text is not None
+                    await self._connection.send(item.error_text)
+                    continue
+                assert item.seq is not None
+                latency_s = time.monotonic() - item.received_at
+                text = prediction_message(
+                    item.seq, item.prediction.as_json(), round(latency_s * 1000.0, 3)
+                )
+                await self._connection.send(text)
+                self._metrics.predictions_sent.labels("ws").inc()
+                self._metrics.prediction_latency_seconds.labels("ws").observe(latency_s)
+            finally:
+                self._outbox.sent()
+
+    async def _settle(self) -> None:
+        """Wait until every accepted snapshot is answered and every answer is sent."""
+        while self._pending is not None or self._in_flight is not None:
+            self._answered.clear()
+            await self._answered.wait()
+        await self._outbox.join()
+
+    def _send_error(self, code: ErrorCode, message: str, seq: int | None) -> None:
+        self._metrics.errors.labels(code, "ws").inc()
+        self._outbox.put_error(
+            Outgoing(seq, time.monotonic(), error_text=error_message(code, message, seq))
+        )

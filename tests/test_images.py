@@ -1,0 +1,126 @@
+"""Decoding untrusted pictures within limits, and drawing strokes."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from server.images import ImageError, decode_text, open_image
+from server.protocol import StrokesSnapshot
+from server.strokes import draw_strokes
+from tests.pictures import bomb_png, data_url, digit_png
+
+MAX_PIXELS = 4096 * 4096
+
+
+def refusal_code(data: bytes, max_pixels: int = MAX_PIXELS) -> str:
+    with pytest.raises(ImageError) as caught:
+        open_image(data, max_pixels)
+    return caught.value.code
+
+
+def encoded(image: Image.Image, format_name: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format_name)
+    return buffer.getvalue()
+
+
+def test_data_url_and_bare_base64_decode_alike() -> None:
+    """A data URL and bare base64 of the same bytes decode to those bytes."""
+    png = digit_png(7)
+    assert decode_text(data_url(png), 10**6) == png
+    assert decode_text(base64.b64encode(png).decode(), 10**6) == png
+
+
+@pytest.mark.parametrize(
+    "text", ["not base64!", "data:image/png,raw", "data:image/png;base64", "QUJDR"],
+    ids=["alphabet", "not-base64-url", "no-comma", "padding"],
+)
+def test_invalid_base64_is_a_bad_image(text: str) -> None:
+    """Text that is not valid base64 (or a base64 data URL) is `bad_image`."""
+    with pytest.raises(ImageError) as caught:
+        decode_text(text, 10**6)
+    assert caught.value.code == "bad_image"
+
+
+def test_decoded_bytes_over_the_limit_are_too_large() -> None:
+    """Base64 decoding to more than the byte limit is `too_large`, before or after decoding."""
+    with pytest.raises(ImageError) as caught:
+        decode_text(base64.b64encode(b"x" * 101).decode(), 100)
+    assert caught.value.code == "too_large"
+    with pytest.raises(ImageError) as caught:
+        decode_text("A" * 10_000, 100)
+    assert caught.value.code == "too_large"
+
+
+@pytest.mark.parametrize("format_name", ["PNG", "JPEG", "WEBP", "GIF", "BMP"])
+def test_browser_formats_open(format_name: str) -> None:
+    """PNG, JPEG, WebP, GIF and BMP pictures decode."""
+    picture = Image.new("RGB", (40, 30), "white")
+    image = open_image(encoded(picture, format_name), MAX_PIXELS)
+    assert image.size == (40, 30)
+
+
+def test_other_formats_are_refused() -> None:
+    """A TIFF (a format no browser sends) is `bad_image`: rarer plugins never see input."""
+    assert refusal_code(encoded(Image.new("L", (8, 8)), "TIFF")) == "bad_image"
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"hello, world", digit_png(1)[:100], digit_png(1)[:-30]],
+    ids=["empty", "text", "truncated-header", "truncated-data"],
+)
+def test_undecodable_bytes_are_bad_images(data: bytes) -> None:
+    """Empty, non-image and truncated bytes are `bad_image`."""
+    assert refusal_code(data) == "bad_image"
+
+
+@pytest.mark.parametrize("side", [5_000, 10_000, 20_000])
+def test_declared_size_over_the_limit_is_too_large(side: int) -> None:
+    """A tiny file declaring a huge picture is `too_large`, under and over Pillow's own limit."""
+    bomb = bomb_png(side, side)
+    assert len(bomb) < 100_000
+    assert refusal_code(bomb) == "too_large"
+
+
+def test_pixel_limit_is_inclusive() -> None:
+    """A picture of exactly max_pixels opens; one pixel fewer allowed refuses it."""
+    png = encoded(Image.new("L", (10, 10), 255), "PNG")
+    assert open_image(png, 100).size == (10, 10)
+    assert refusal_code(png, 99) == "too_large"
+
+
+def test_large_jpeg_decodes_reduced() -> None:
+    """A large JPEG is decoded at a reduced scale (draft mode), not at full size."""
+    jpeg = encoded(Image.new("RGB", (4000, 2000), "white"), "JPEG")
+    width, height = open_image(jpeg, MAX_PIXELS).size
+    assert width < 4000 and height < 2000
+
+
+def test_strokes_draw_black_on_white_with_round_caps() -> None:
+    """A stroke is black on white, with a round cap past its end and nothing far beyond."""
+    image = draw_strokes(StrokesSnapshot(0, 100, 100, 20.0, (((50.0, 20.0), (50.0, 80.0)),)))
+    assert image.mode == "L" and image.size == (100, 100)
+    assert image.getpixel((50, 50)) == 0
+    assert image.getpixel((50, 88)) == 0  # inside the round cap
+    assert image.getpixel((40 + 1, 80 + 8)) == 255  # outside it: the corner a square cap fills
+    assert image.getpixel((5, 5)) == 255
+
+
+def test_single_point_is_a_dot_and_no_strokes_is_blank() -> None:
+    """A one-point stroke draws a dot; an empty list leaves the canvas white."""
+    dot = draw_strokes(StrokesSnapshot(0, 50, 50, 10.0, (((25.0, 25.0),),)))
+    assert dot.getpixel((25, 25)) == 0
+    blank = draw_strokes(StrokesSnapshot(0, 50, 50, 10.0, ()))
+    assert blank.getextrema() == (255, 255)
+
+
+def test_points_far_outside_the_canvas_are_clipped() -> None:
+    """Strokes reaching far outside the canvas draw only what lies inside."""
+    far = 100_000.0
+    image = draw_strokes(StrokesSnapshot(0, 40, 40, 4.0, (((-far, 20.0), (far, 20.0)),)))
+    assert image.getpixel((20, 20)) == 0
+    assert image.getpixel((20, 5)) == 255

@@ -1,0 +1,485 @@
+"""The WebSocket side of `python -m server`: protocol v1 against a real server process."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from server.config import MIB
+from tests.conftest import TIMEOUT_S, RunningServer, start_server
+from tests.pictures import (
+    blank_png,
+    bomb_png,
+    data_url,
+    digit_png,
+    strokes_message,
+)
+
+SEVEN = digit_png(7)
+ONE = digit_png(1)
+
+
+@asynccontextmanager
+async def connected(
+    server: RunningServer, query: str = "", **options: Any
+) -> AsyncIterator[tuple[ClientConnection, dict[str, Any]]]:
+    """A WebSocket connection to the server and the hello it opened with."""
+    async with connect(server.ws_url + query, open_timeout=TIMEOUT_S, **options) as socket:
+        hello = await receive(socket)
+        assert hello["type"] == "hello"
+        yield socket, hello
+
+
+async def receive(socket: ClientConnection) -> dict[str, Any]:
+    """The next message, parsed."""
+    message: dict[str, Any] = json.loads(await asyncio.wait_for(socket.recv(), TIMEOUT_S))
+    return message
+
+
+async def until_seq(socket: ClientConnection, seq: int) -> list[dict[str, Any]]:
+    """Every message up to and including the first one about `seq`."""
+    messages = []
+    while True:
+        message = await receive(socket)
+        messages.append(message)
+        if message.get("seq") == seq:
+            return messages
+
+
+async def answer_to(socket: ClientConnection, seq: int) -> dict[str, Any]:
+    """The prediction or error about `seq`, skipping messages about older ones."""
+    return (await until_seq(socket, seq))[-1]
+
+
+def snapshot(seq: int, picture: bytes = SEVEN) -> str:
+    """A text snapshot message carrying a picture as a data URL."""
+    return json.dumps({"type": "snapshot", "seq": seq, "image": data_url(picture)})
+
+
+def assert_prediction(message: dict[str, Any], seq: int) -> None:
+    """A prediction for `seq` with ink: ten probabilities, argmax, confidence, latency."""
+    assert message["type"] == "prediction", message
+    assert message["seq"] == seq
+    assert message["empty"] is False
+    probabilities = message["probabilities"]
+    assert len(probabilities) == 10
+    assert abs(sum(probabilities) - 1.0) < 1e-4
+    assert message["digit"] == max(range(10), key=probabilities.__getitem__)
+    assert message["confidence"] == probabilities[message["digit"]]
+    assert message["latency_ms"] >= 0
+
+
+async def assert_recovers(socket: ClientConnection, server: RunningServer, seq: int) -> None:
+    """The connection still answers a text and a binary snapshot, and `/healthz` is ok."""
+    await socket.send(snapshot(seq))
+    assert_prediction(await answer_to(socket, seq), seq)
+    await socket.send(ONE)
+    assert_prediction(await answer_to(socket, seq + 1), seq + 1)
+    async with httpx.AsyncClient(timeout=TIMEOUT_S) as http:
+        health = await http.get(f"{server.http_url}/healthz")
+    assert health.json() == {"status": "ok"}
+
+
+async def metric(server: RunningServer, pattern: str) -> float:
+    """The value of the first metric line matching a regular expression (0 if none)."""
+    async with httpx.AsyncClient(timeout=TIMEOUT_S) as http:
+        text = (await http.get(f"{server.http_url}/metrics")).text
+    found = re.search(rf"^{pattern} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+async def until_metric(server: RunningServer, pattern: str, check: Callable[[float], bool]) -> None:
+    """Poll `/metrics` until a metric passes a check (or fail after TIMEOUT_S)."""
+    async with asyncio.timeout(TIMEOUT_S):
+        while not check(await metric(server, pattern)):
+            await asyncio.sleep(0.05)
+
+
+async def http_prediction(server: RunningServer, picture: bytes) -> dict[str, Any]:
+    """What `POST /api/predict` answers for a picture."""
+    async with httpx.AsyncClient(timeout=TIMEOUT_S) as http:
+        response = await http.post(
+            f"{server.http_url}/api/predict",
+            content=picture,
+            headers={"Content-Type": "image/png"},
+        )
+    assert response.status_code == 200
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+@pytest.fixture(scope="module")
+def patient_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server whose debounce (5 s) is far longer than its maximum wait (100 ms)."""
+    running = start_server(
+        tmp_path_factory.mktemp("patient"), "--debounce-ms", "5000", "--max-wait-ms", "100"
+    )
+    yield running
+    running.stop(TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server allowing 5 messages a second and 2 connections, pinging twice a second.
+
+    Its limits are set by variables, its pings by flags: a client silent for 1 s is gone.
+    """
+    running = start_server(
+        tmp_path_factory.mktemp("limited"),
+        "--ping-interval-s", "0.5", "--ping-timeout-s", "0.5",
+        env={"DIGITS_MAX_MESSAGES_PER_S": "5", "DIGITS_MAX_CONNECTIONS": "2"},
+    )
+    yield running
+    running.stop(TIMEOUT_S)
+
+
+# --- the conversation ------------------------------------------------------------------
+
+
+async def test_hello_names_the_model_and_limits(server: RunningServer) -> None:
+    """The first message is hello: the model as `/api/model`, timings and limits."""
+    async with httpx.AsyncClient(timeout=TIMEOUT_S) as http:
+        model = (await http.get(f"{server.http_url}/api/model")).json()
+    async with connected(server) as (_, hello):
+        assert hello["model"] == model
+        assert (hello["debounce_ms"], hello["max_wait_ms"]) == (15, 100)
+        assert hello["max_bytes"] == MIB
+        assert hello["max_pixels"] == 4096 * 4096
+        assert hello["max_messages_per_s"] > 0
+
+
+async def test_text_snapshots_are_answered(server: RunningServer) -> None:
+    """Snapshots as a data URL or bare base64 get a prediction with their seq."""
+    async with connected(server) as (socket, _):
+        await socket.send(snapshot(0))
+        answer = await receive(socket)
+        assert_prediction(answer, 0)
+        assert answer["digit"] == 7
+        assert "input_png" not in answer
+        bare = base64.b64encode(ONE).decode()
+        await socket.send(json.dumps({"type": "snapshot", "seq": 5, "image": bare}))
+        answer = await receive(socket)
+        assert_prediction(answer, 5)
+        assert answer["digit"] == 1
+
+
+async def test_binary_frames_take_the_next_seq(server: RunningServer) -> None:
+    """A first binary frame is seq 0; after a text seq n, a binary frame is n + 1."""
+    async with connected(server) as (socket, _):
+        await socket.send(SEVEN)
+        assert_prediction(await receive(socket), 0)
+        await socket.send(snapshot(10))
+        assert_prediction(await receive(socket), 10)
+        await socket.send(ONE)
+        assert_prediction(await receive(socket), 11)
+
+
+async def test_strokes_are_drawn_and_read(server: RunningServer) -> None:
+    """A strokes message is drawn and answered like a snapshot; no strokes is empty."""
+    async with connected(server) as (socket, _):
+        await socket.send(json.dumps(strokes_message(7, 0)))
+        answer = await receive(socket)
+        assert_prediction(answer, 0)
+        assert answer["digit"] == 7
+        await socket.send(json.dumps(strokes_message(None, 1)))
+        blank = await receive(socket)
+        assert (blank["seq"], blank["empty"], blank["digit"]) == (1, True, None)
+        assert blank["probabilities"] is None and blank["confidence"] is None
+
+
+@pytest.mark.parametrize("transparent", [False, True], ids=["white", "transparent"])
+async def test_empty_canvas_is_empty(server: RunningServer, transparent: bool) -> None:
+    """A blank canvas is answered `empty` with nulls; the connection then reads digits."""
+    async with connected(server) as (socket, _):
+        await socket.send(blank_png(transparent))
+        answer = await receive(socket)
+        assert answer["type"] == "prediction" and answer["seq"] == 0
+        assert answer["empty"] is True
+        assert answer["digit"] is None and answer["probabilities"] is None
+        await assert_recovers(socket, server, 1)
+
+
+async def test_include_input_holds_for_the_whole_connection(server: RunningServer) -> None:
+    """`/ws?include_input=1` adds the 28x28 model input to every prediction."""
+    async with connected(server, "?include_input=1") as (socket, _):
+        for seq in range(2):
+            await socket.send(SEVEN)
+            answer = await receive(socket)
+            assert answer["seq"] == seq
+            assert answer["input_png"].startswith("data:image/png;base64,")
+
+
+# --- the numbered semantics --------------------------------------------------------------
+
+
+async def test_burst_is_coalesced_latest_wins(server: RunningServer) -> None:
+    """Semantics 1 and 2: a burst gets fewer answers, seqs rising, the last one answered."""
+    decoded, dropped = "digits_decode_seconds_count", "digits_predictions_dropped_total"
+    decoded_before, dropped_before = await metric(server, decoded), await metric(server, dropped)
+    async with connected(server) as (socket, _):
+        for seq in range(50):
+            await socket.send(snapshot(seq, SEVEN if seq % 2 else ONE))
+        messages = await until_seq(socket, 49)
+        assert all(message["type"] == "prediction" for message in messages)
+        seqs = [message["seq"] for message in messages]
+        assert seqs == sorted(set(seqs))
+        assert len(seqs) < 50
+        assert messages[-1]["digit"] == 7  # the answer is about the newest picture
+        # Nothing older arrives afterwards: the next message answers the next snapshot.
+        await socket.send(snapshot(50))
+        assert (await receive(socket))["seq"] == 50
+    assert await metric(server, "digits_snapshots_coalesced_total") > 0
+    # Skipped snapshots were never decoded: one decode per answer, not one per snapshot.
+    answers = len(seqs) + 1 + await metric(server, dropped) - dropped_before
+    assert await metric(server, decoded) - decoded_before == answers
+
+
+async def test_updates_keep_coming_while_drawing(patient_server: RunningServer) -> None:
+    """Semantic 3: snapshots closer than the debounce still get answers every max wait."""
+    async with connected(patient_server) as (socket, hello):
+        assert (hello["debounce_ms"], hello["max_wait_ms"]) == (5000, 100)
+        sent = 0
+        update = None
+        async with asyncio.timeout(TIMEOUT_S):
+            # Keep drawing, a snapshot every 20 ms, until an answer comes back: with only
+            # the debounce, none would before the drawing paused for 5 s.
+            while update is None:
+                await socket.send(SEVEN)
+                sent += 1
+                try:
+                    update = json.loads(await asyncio.wait_for(socket.recv(), 0.02))
+                except TimeoutError:
+                    continue
+        assert_prediction(update, update["seq"])
+        assert update["seq"] < sent
+        await socket.send(ONE)
+        assert_prediction(await answer_to(socket, sent), sent)
+
+
+async def test_probabilities_equal_http(server: RunningServer) -> None:
+    """Semantic 4: binary, text and strokes snapshots give POST /api/predict's answer."""
+    expected = (await http_prediction(server, SEVEN))["probabilities"]
+    async with connected(server) as (socket, _):
+        await socket.send(SEVEN)
+        over_binary = await receive(socket)
+        await socket.send(snapshot(1))
+        over_text = await receive(socket)
+        await socket.send(json.dumps(strokes_message(7, 2)))
+        over_strokes = await receive(socket)
+    for answer in (over_binary, over_text, over_strokes):
+        assert answer["type"] == "prediction"
+        assert answer["probabilities"] == pytest.approx(expected, abs=1e-4)
+
+
+async def test_bad_input_does_not_touch_other_connections(server: RunningServer) -> None:
+    """Semantic 5: while one client sends garbage, another is answered as usual."""
+    garbage: list[str | bytes] = [b"\x00" * 100, "{", bomb_png(), snapshot(-1), digit_png(1)[:99]]
+    async with connected(server) as (bad, _), connected(server) as (good, _):
+        for round_number in range(4):
+            for frame in garbage:
+                await bad.send(frame)
+            await good.send(snapshot(round_number))
+            assert_prediction(await answer_to(good, round_number), round_number)
+        await assert_recovers(bad, server, 1000)
+
+
+async def test_client_that_stops_reading_delays_nobody(server: RunningServer) -> None:
+    """Semantic 6: a client not reading its answers does not slow another's."""
+    # max_queue=1: the client library stops reading the socket once one message waits.
+    async with connected(server, max_queue=1) as (slow, _), connected(server) as (fast, _):
+        for seq in range(40):
+            await slow.send(SEVEN)
+            if seq % 8 == 0:
+                await fast.send(snapshot(seq))
+                assert_prediction(await answer_to(fast, seq), seq)
+            await asyncio.sleep(0.01)
+        # When the slow client reads at last, its answers are in order, ending with its last.
+        messages = await until_seq(slow, 39)
+        seqs = [message["seq"] for message in messages]
+        assert seqs == sorted(set(seqs))
+        assert_prediction(messages[-1], 39)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+STROKES_CASES: dict[str, dict[str, Any]] = {
+    "strokes-bare-points": {"strokes": [[140, 140]]},
+    "strokes-zero-width": {"width": 0},
+    "strokes-zero-pen": {"line_width": 0},
+    "strokes-string-coordinate": {"strokes": [[["1", 2]]]},
+}
+
+# (frame, expected error code, expected error seq) for each bad message.
+BAD_FRAMES: dict[str, tuple[str | bytes, str, int | None]] = {
+    "malformed-json": ('{"type": "snapshot", "seq": 3', "bad_message", None),
+    "not-an-object": ("[1, 2, 3]", "bad_message", None),
+    "empty-text": ("", "bad_message", None),
+    "nan": ('{"type": "snapshot", "seq": NaN, "image": ""}', "bad_message", None),
+    "unknown-type": (json.dumps({"type": "draw", "seq": 3}), "bad_message", 3),
+    "missing-seq": (json.dumps({"type": "snapshot", "image": ""}), "bad_message", None),
+    "float-seq": (json.dumps({"type": "snapshot", "seq": 1.5, "image": ""}), "bad_message", None),
+    "string-seq": (json.dumps({"type": "snapshot", "seq": "2", "image": ""}), "bad_message", None),
+    "bool-seq": (json.dumps({"type": "snapshot", "seq": True, "image": ""}), "bad_message", None),
+    "negative-seq": (json.dumps({"type": "snapshot", "seq": -4, "image": ""}), "bad_message", None),
+    "missing-image": (json.dumps({"type": "snapshot", "seq": 3}), "bad_message", 3),
+    "invalid-base64": (
+        json.dumps({"type": "snapshot", "seq": 3, "image": "data:image/png;base64,**"}),
+        "bad_image",
+        3,
+    ),
+    "text-not-an-image": (snapshot(3, b"hello, world"), "bad_image", 3),
+    "binary-not-an-image": (b"hello, world", "bad_image", 0),
+    "garbage-binary": (bytes(range(256)) * 8, "bad_image", 0),
+    "empty-binary": (b"", "bad_image", 0),
+    "truncated-png": (SEVEN[:150], "bad_image", 0),
+    "bomb-binary": (bomb_png(), "too_large", 0),
+    "bomb-text": (snapshot(3, bomb_png()), "too_large", 3),
+    "over-pixel-limit": (bomb_png(5_000, 5_000), "too_large", 0),
+    "oversized-binary": (b"\x89PNG" + bytes(MIB), "too_large", 0),
+    "oversized-text": (snapshot(3, bytes(MIB)), "too_large", None),
+    "too-many-stroke-points": (
+        json.dumps({**strokes_message(1, 3), "strokes": [[[140, 140]] * 20_001]}),
+        "too_large",
+        3,
+    ),
+    **{
+        name: (json.dumps({**strokes_message(1, 3), **change}), "bad_message", 3)
+        for name, change in STROKES_CASES.items()
+    },
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FRAMES))
+async def test_bad_frame_gets_an_error_and_the_connection_works_on(
+    server: RunningServer, case: str
+) -> None:
+    """Each bad frame gets its error code and seq; the same connection then works."""
+    frame, code, seq = BAD_FRAMES[case]
+    async with connected(server) as (socket, _):
+        await socket.send(frame)
+        error = await receive(socket)
+        assert error["type"] == "error"
+        assert (error["code"], error["seq"]) == (code, seq)
+        assert isinstance(error["message"], str) and error["message"]
+        await assert_recovers(socket, server, 100)
+    pattern = rf'digits_errors_total\{{code="{code}",transport="ws"\}}'
+    assert await metric(server, pattern) >= 1
+
+
+async def test_seq_must_increase(server: RunningServer) -> None:
+    """A repeated or smaller seq is `bad_message` with seq null; a larger one works again."""
+    async with connected(server) as (socket, _):
+        await socket.send(snapshot(5))
+        assert_prediction(await receive(socket), 5)
+        for stale in (5, 3):
+            await socket.send(snapshot(stale))
+            error = await receive(socket)
+            assert (error["type"], error["code"], error["seq"]) == ("error", "bad_message", None)
+        await socket.send(snapshot(6))
+        assert_prediction(await receive(socket), 6)
+
+
+async def test_rejected_message_still_moves_the_binary_seq(server: RunningServer) -> None:
+    """A binary frame follows the seq of the previous message even when it was refused."""
+    async with connected(server) as (socket, _):
+        await socket.send(json.dumps({"type": "draw", "seq": 7}))
+        assert (await receive(socket))["seq"] == 7
+        await socket.send(SEVEN)
+        assert_prediction(await receive(socket), 8)
+
+
+async def test_frame_far_over_the_limit_closes_the_connection(server: RunningServer) -> None:
+    """A frame over four times the limit is not buffered: the connection closes with 1009."""
+    async with connected(server) as (socket, _):
+        await socket.send(bytes(4 * MIB + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), TIMEOUT_S)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    async with connected(server) as (socket, _):
+        await assert_recovers(socket, server, 0)
+
+
+async def test_too_fast_a_client_is_rate_limited(limited_server: RunningServer) -> None:
+    """Over the message rate, overtaken snapshots are `rate_limited`; the last is answered."""
+    async with connected(limited_server) as (socket, hello):
+        assert hello["max_messages_per_s"] == 5
+        for seq in range(20):
+            await socket.send(snapshot(seq))
+        messages = await until_seq(socket, 19)
+        limited = [message for message in messages if message.get("code") == "rate_limited"]
+        assert limited
+        assert all(message["seq"] < 19 for message in limited)
+        assert_prediction(messages[-1], 19)
+        predictions = [message["seq"] for message in messages if message["type"] == "prediction"]
+        assert predictions == sorted(set(predictions))
+        await assert_recovers(socket, limited_server, 20)
+
+
+async def test_connections_over_the_limit_are_refused(limited_server: RunningServer) -> None:
+    """Past `max_connections`, a connection is closed with 1013; the others carry on."""
+    open_pattern = "digits_open_connections"
+    await until_metric(limited_server, open_pattern, lambda value: value == 0)
+    async with connected(limited_server) as (first, _), connected(limited_server):
+        async with connect(limited_server.ws_url, open_timeout=TIMEOUT_S) as refused:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(refused.recv(), TIMEOUT_S)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        await assert_recovers(first, limited_server, 0)
+    await until_metric(limited_server, open_pattern, lambda value: value == 0)
+    async with connected(limited_server) as (socket, _):
+        await assert_recovers(socket, limited_server, 0)
+
+
+async def test_client_that_vanishes_is_dropped(limited_server: RunningServer) -> None:
+    """A client that never answers pings (gone without a close) is disconnected."""
+    await until_metric(limited_server, "digits_open_connections", lambda value: value == 0)
+    reader, writer = await asyncio.open_connection("127.0.0.1", limited_server.port)
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await writer.drain()
+    assert (await asyncio.wait_for(reader.readline(), TIMEOUT_S)).startswith(b"HTTP/1.1 101")
+    await until_metric(limited_server, "digits_open_connections", lambda value: value == 1)
+    # Read the hello and the pings, answer nothing, until the server hangs up.
+    async with asyncio.timeout(TIMEOUT_S):
+        while await reader.read(65536):
+            pass
+    writer.close()
+    await until_metric(limited_server, "digits_open_connections", lambda value: value == 0)
+
+
+async def test_only_ws_accepts_upgrades(server: RunningServer) -> None:
+    """A WebSocket upgrade anywhere but `/ws` is refused."""
+    for path in ("/", "/api/predict", "/elsewhere"):
+        with pytest.raises(InvalidStatus):
+            async with connect(server.ws_url.removesuffix("/ws") + path, open_timeout=TIMEOUT_S):
+                pass
+
+
+async def test_sigterm_answers_pending_snapshots_then_closes_1001(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """On SIGTERM, a snapshot still waiting out its debounce is answered, then 1001."""
+    running = server_factory("--debounce-ms", "3000", "--max-wait-ms", "3000")
+    received = 'digits_snapshots_received_total\\{transport="ws"\\}'
+    async with connected(running) as (socket, _):
+        await socket.send(SEVEN)
+        await until_metric(running, received, lambda value: value == 1)
+        running.process.terminate()
+        assert_prediction(await receive(socket), 0)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(socket.recv(), TIMEOUT_S)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert await asyncio.to_thread(running.process.wait, TIMEOUT_S) == 0
