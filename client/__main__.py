@@ -1,0 +1,9 @@
+"""`python -m client`: see `client.cli`."""
+
+from __future__ import annotations
+
+import sys
+
+from client.cli import main
+
+sys.exit(main())
