@@ -23,7 +23,8 @@ class LoadResult:
     snapshots_sent: int = 0
     predictions: int = 0
     errors: int = 0
-    unanswered_finals: int = 0
+    unanswered_finals: int = 0  # A session's very last snapshot, never answered.
+    overtaken_finals: int = 0  # A drawing's last snapshot, overtaken by the next drawing.
     duration_s: float = 0.0
 
 
@@ -35,20 +36,22 @@ class Drawer:
         self.result = result
         self.seq = -1
         self.sent_at: dict[int, float] = {}
-        self.answered: dict[int, asyncio.Future[float]] = {}
+        self.answered: dict[int, asyncio.Future[float | None]] = {}
 
     async def send(self, snapshot: bytes) -> int:
-        """Send one binary snapshot; returns its seq."""
+        """Send one binary snapshot (its seq is the previous one + 1); returns the seq."""
         self.seq += 1
         self.sent_at[self.seq] = time.perf_counter()
         await self.socket.send(snapshot)
         self.result.snapshots_sent += 1
         return self.seq
 
-    def await_answer(self, seq: int) -> asyncio.Future[float]:
-        """A future set to the latency of the prediction for exactly this seq."""
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self.answered[seq] = future
+    async def send_and_expect(self, snapshot: bytes) -> asyncio.Future[float | None]:
+        """Send a snapshot; the future gets its answer's latency, or None if overtaken."""
+        future: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
+        # Registered before sending, so that an answer can never arrive unexpected.
+        self.answered[self.seq + 1] = future
+        await self.send(snapshot)
         return future
 
     async def read(self) -> None:
@@ -66,9 +69,11 @@ class Drawer:
                     del self.sent_at[older]
                 self.result.predictions += 1
                 self.result.update_latencies_ms.append(latency)
-                future = self.answered.pop(seq, None)
-                if future is not None and not future.done():
-                    future.set_result(latency)
+                for waited in [number for number in self.answered if number <= seq]:
+                    future = self.answered.pop(waited)
+                    if not future.done():
+                        # None: a newer snapshot overtook this one (latest wins).
+                        future.set_result(latency if waited == seq else None)
             elif payload.get("type") == "error":
                 self.result.errors += 1
 
@@ -90,24 +95,31 @@ async def stream_drawings(
             drawer = Drawer(socket, result)
             reader = asyncio.create_task(drawer.read())
             deadline = time.perf_counter() + duration_s
+            finals: list[asyncio.Future[float | None]] = []
+            tick = time.perf_counter()
             index = 0
             while time.perf_counter() < deadline:
                 snapshots = drawings[index % len(drawings)]
                 index += 1
-                tick = time.perf_counter()
-                for number, snapshot in enumerate(snapshots):
-                    seq = await drawer.send(snapshot)
-                    if number == len(snapshots) - 1:
-                        final = drawer.await_answer(seq)
+                for snapshot in snapshots[:-1]:
+                    await drawer.send(snapshot)
                     tick += interval_s
                     await asyncio.sleep(max(0.0, tick - time.perf_counter()))
-                try:
-                    result.final_latencies_ms.append(
-                        await asyncio.wait_for(final, ANSWER_TIMEOUT_S)
-                    )
-                except TimeoutError:
-                    result.unanswered_finals += 1
-                await asyncio.sleep(pause_s)
+                # Pen up: the drawing's last snapshot should be answered unless the next
+                # drawing overtakes it; the session's very last one must be answered.
+                finals.append(await drawer.send_and_expect(snapshots[-1]))
+                tick += interval_s + pause_s
+                await asyncio.sleep(max(0.0, tick - time.perf_counter()))
+            try:
+                async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                    await finals[-1]
+            except TimeoutError:
+                result.unanswered_finals += 1
+            for final in finals:
+                if final.done() and final.result() is not None:
+                    result.final_latencies_ms.append(final.result())
+                elif final.done():
+                    result.overtaken_finals += 1
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
@@ -125,7 +137,7 @@ async def run_drawers(
     clients: int,
     duration_s: float,
     interval_s: float = 0.05,
-    pause_s: float = 0.25,
+    pause_s: float = 0.0,
 ) -> LoadResult:
     """`clients` drawers streaming at once for `duration_s` (starts spread over one interval)."""
     result = LoadResult()
@@ -159,8 +171,10 @@ async def idle_client(
         drawer = Drawer(socket, result)
         reader = asyncio.create_task(drawer.read())
         for number in range(rounds):
-            seq = await drawer.send(drawings[number % len(drawings)][-1])
-            latencies.append(await asyncio.wait_for(drawer.await_answer(seq), ANSWER_TIMEOUT_S))
+            answer = await drawer.send_and_expect(drawings[number % len(drawings)][-1])
+            latency = await asyncio.wait_for(answer, ANSWER_TIMEOUT_S)
+            assert latency is not None, "a lone snapshot was never answered"
+            latencies.append(latency)
             await asyncio.sleep(pause_s)
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -180,9 +194,9 @@ async def saturate(url: str, drawings: list[list[bytes]], clients: int, duration
             deadline = time.perf_counter() + duration_s
             index = number
             while time.perf_counter() < deadline:
-                seq = await drawer.send(drawings[index % len(drawings)][-1])
+                answer = await drawer.send_and_expect(drawings[index % len(drawings)][-1])
                 index += clients
-                await asyncio.wait_for(drawer.await_answer(seq), ANSWER_TIMEOUT_S)
+                await asyncio.wait_for(answer, ANSWER_TIMEOUT_S)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
