@@ -1,7 +1,8 @@
 """The Quart app: routes, start-up and shutdown; the work happens in the modules below.
 
 HTTP: `/` and the page's files, `/healthz`, `/readyz`, `/metrics`, `/api/model`,
-`POST /api/predict`. WebSocket: `/ws`.
+`POST /api/predict`. WebSocket: `/ws`. Every HTTP answer carries the security headers of
+`server/headers.py`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from model.inference import read_model_info
 from server.batching import InferenceWorker
 from server.config import Settings
+from server.headers import SecurityHeaders
 from server.images import ImageError
 from server.metrics import CONTENT_TYPE, Metrics
+from server.origins import OriginPolicy
 from server.protocol import hello_message
 from server.streaming import GOING_AWAY, Session
 from server.uploads import UploadError, UploadRequest, body_limit_bytes, read_picture
@@ -59,9 +62,10 @@ class Runtime:
 
     def start_loading(self) -> None:
         """Load the model in the background, so that `/healthz` and `/readyz` answer meanwhile."""
-        self._loading = asyncio.create_task(self._load())
+        self._loading = asyncio.create_task(self.load())
 
-    async def _load(self) -> None:
+    async def load(self) -> None:
+        """Load and warm up the model; on failure, log why and set `failed`."""
         started = time.perf_counter()
         try:
             await self.worker.start()
@@ -115,13 +119,22 @@ def create_app(settings: Settings | None = None) -> Quart:
     app = Quart(__name__, static_folder=None)
     app.request_class = UploadRequest
     app.config["MAX_CONTENT_LENGTH"] = body_limit_bytes(settings)
+    # Quart's documented way to add ASGI middleware while `app` stays the Quart app.
+    app.asgi_app = SecurityHeaders(app.asgi_app)  # type: ignore[method-assign]
     runtime = Runtime(settings)
     app.extensions["digits"] = runtime
     metrics = runtime.metrics
+    origins = OriginPolicy(settings.origins)
 
     @app.before_serving
     async def start() -> None:
-        runtime.start_loading()
+        if settings.workers > 1:
+            # A worker starts listening only once its model is ready: the kernel then
+            # sends each connection to a worker that can answer it, never to one still
+            # loading, while a single server answers `/healthz` (and `/readyz`: 503) at once.
+            await runtime.load()
+        else:
+            runtime.start_loading()
 
     @app.after_serving
     async def stop() -> None:
@@ -159,19 +172,30 @@ def create_app(settings: Settings | None = None) -> Quart:
         return prediction.as_json()
 
     @app.websocket("/ws")
-    async def stream() -> None:
-        # Refusals are close codes after the upgrade, not HTTP statuses: a browser's
-        # WebSocket never shows the status of a failed upgrade, only close code 1006.
+    async def stream() -> Any:
+        # A page from another site is refused before the upgrade: nothing of the
+        # connection reaches it, and the browser shows it only as close code 1006.
+        origin = websocket.headers.get("Origin")
+        if not origins.allows(origin, websocket.headers.get("Host")):
+            metrics.connections_refused.labels("origin").inc()
+            logger.info("refused a WebSocket from origin %r", origin)
+            return error_response(403, "forbidden_origin", "this origin may not connect")
+        # The other refusals are close codes after the upgrade, not HTTP statuses: a
+        # browser's WebSocket never shows the status of a failed upgrade, only 1006, and
+        # 1013 tells a client to try again later.
         await websocket.accept()
         if runtime.draining:
+            metrics.connections_refused.labels("draining").inc()
             await websocket.close(GOING_AWAY, "server shutting down")
-            return
+            return None
         if not runtime.ready:
+            metrics.connections_refused.labels("loading").inc()
             await websocket.close(TRY_AGAIN_LATER, "the model is still loading")
-            return
+            return None
         if len(runtime.sessions) >= settings.max_connections:
+            metrics.connections_refused.labels("capacity").inc()
             await websocket.close(TRY_AGAIN_LATER, "too many connections")
-            return
+            return None
         session = Session(
             websocket_ctx.websocket,
             runtime.worker,
@@ -187,6 +211,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         finally:
             runtime.sessions.discard(session)
             metrics.open_connections.dec()
+        return None
 
     @app.get("/")
     async def index() -> Response:
@@ -197,7 +222,6 @@ def create_app(settings: Settings | None = None) -> Quart:
         response = await send_from_directory(settings.web_dir, name)
         revalidate = name.endswith(REVALIDATE_SUFFIXES)
         response.headers["Cache-Control"] = REVALIDATE if revalidate else CACHE_A_DAY
-        response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
     @app.errorhandler(UploadError)

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from PIL import Image
 
 from model import MODEL_PATH
+from server.origins import parse_origins
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB_DIR = ROOT / "web"
@@ -68,7 +69,8 @@ class Settings:
         default=200, metadata=_knob("messages one connection may send per second")
     )
     max_connections: int = field(
-        default=1000, metadata=_knob("open WebSocket connections; more are refused with 503")
+        default=1000,
+        metadata=_knob("open WebSocket connections per worker; more are closed with 1013"),
     )
     max_queued_errors: int = field(
         default=16, metadata=_knob("error messages kept for a client that does not read")
@@ -89,6 +91,24 @@ class Settings:
     shutdown_grace_s: float = field(
         default=5.0, metadata=_knob("on SIGTERM, time to answer pending snapshots")
     )
+    idle_timeout_s: float = field(
+        default=300.0,
+        metadata=_knob("close a connection that sends nothing this long, with code 1000"),
+    )
+    rate_limit_close_after_s: float = field(
+        default=5.0,
+        metadata=_knob("close a connection over its message rate this long, with code 1008"),
+    )
+    allowed_origins: str = field(
+        default="",
+        metadata=_knob(
+            "comma-separated origins whose pages may open /ws, or * for any;"
+            " empty: the page's own origin and localhost"
+        ),
+    )
+    workers: int = field(
+        default=1, metadata=_knob("server processes sharing the port, each with its own model")
+    )
 
     def __post_init__(self) -> None:
         host, _, port = self.bind.rpartition(":")
@@ -107,6 +127,12 @@ class Settings:
         if Image.MAX_IMAGE_PIXELS is not None and self.max_pixels > Image.MAX_IMAGE_PIXELS:
             # Pillow refuses such pictures itself, so a larger limit would be a false promise.
             raise ValueError(f"max_pixels must be at most {Image.MAX_IMAGE_PIXELS}")
+        parse_origins(self.allowed_origins)
+
+    @property
+    def origins(self) -> frozenset[str] | None:
+        """The allowed origins, normalised; None for the default policy (own origin, localhost)."""
+        return parse_origins(self.allowed_origins)
 
     @property
     def host(self) -> str:
@@ -136,6 +162,7 @@ class Settings:
             name = knob.metadata["name"] or knob.name
             convert = types[knob.name]
             variable = ENV_PREFIX + name.upper()
+            shown = "empty" if knob.default == "" else knob.default
             if variable in environ:
                 try:
                     defaults[knob.name] = convert(environ[variable])
@@ -147,7 +174,7 @@ class Settings:
                 dest=knob.name,
                 type=convert,
                 metavar=convert.__name__.upper(),
-                help=f"{knob.metadata['help']} (env {variable}, default {knob.default})",
+                help=f"{knob.metadata['help']} (env {variable}, default {shown})",
             )
         parser.set_defaults(**defaults)
         arguments = vars(parser.parse_args(argv))

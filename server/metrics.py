@@ -18,6 +18,18 @@ class Metrics:
         self.open_connections = Gauge(
             "digits_open_connections", "Open WebSocket connections.", registry=self.registry
         )
+        self.connections_refused = Counter(
+            "digits_connections_refused",
+            "WebSocket upgrades refused, by reason (origin, capacity, loading, draining).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.connections_closed = Counter(
+            "digits_connections_closed",
+            "WebSocket connections the server closed for a limit, by reason (idle, rate_limited).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.snapshots_received = Counter(
             "digits_snapshots_received",
             "Pictures received, by transport (ws or http).",

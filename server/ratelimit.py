@@ -1,4 +1,4 @@
-"""A token bucket: how many messages a connection may send, with a one-second burst."""
+"""Per-connection rate limits: a token bucket with a one-second burst, and persistent excess."""
 
 from __future__ import annotations
 
@@ -29,3 +29,25 @@ class TokenBucket:
         elapsed = max(0.0, now - self.updated)
         self.tokens = min(self.capacity, self.tokens + elapsed * self.rate_per_s)
         self.updated = now
+
+
+class Persistence:
+    """How long a connection has kept exceeding its rate, to close one that does not stop.
+
+    A streak starts at a refused message and lasts while refusals follow one another less
+    than `quiet_s` apart; a client that merely bursts (a quick flourish of the pen) ends its
+    streak by slowing down, one that floods keeps it going.
+    """
+
+    def __init__(self, limit_s: float, quiet_s: float) -> None:
+        self.limit_s = limit_s
+        self.quiet_s = quiet_s
+        self.started: float | None = None
+        self.last_refused = 0.0
+
+    def refused(self, now: float) -> bool:
+        """Record a refused message; returns whether the streak has lasted `limit_s`."""
+        if self.started is None or now - self.last_refused > self.quiet_s:
+            self.started = now
+        self.last_refused = now
+        return now - self.started >= self.limit_s

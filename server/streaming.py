@@ -13,6 +13,9 @@
   so a client that stops reading holds nothing but its own connection.
 - `drain()` (graceful shutdown) stops reading, answers what is pending at once and closes
   with 1001 (going away).
+- A connection that sends nothing for `idle_timeout_s` is closed with 1000 and reason
+  "idle"; one that keeps exceeding its message rate for `rate_limit_close_after_s` (see
+  `Persistence`) is closed at once with 1008 (policy violation).
 """
 
 from __future__ import annotations
@@ -39,11 +42,13 @@ from server.protocol import (
     error_message,
     prediction_message,
 )
-from server.ratelimit import TokenBucket
+from server.ratelimit import Persistence, TokenBucket
 
 logger = logging.getLogger(__name__)
 
+NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
+POLICY_VIOLATION = 1008
 
 
 class Connection(Protocol):
@@ -155,6 +160,10 @@ class Session:
         )
         rate = float(settings.max_messages_per_s)
         self._bucket = TokenBucket(rate, capacity=rate, now=time.monotonic())
+        # A refusal less than the bucket's one-second burst after the previous one continues
+        # the streak: a client over the rate for a moment gets that second to slow down.
+        self._persistence = Persistence(settings.rate_limit_close_after_s, quiet_s=1.0)
+        self._idle_timeout_s = settings.idle_timeout_s
         self._outbox = Outbox(settings.max_queued_errors)
         self._debounce_s = settings.debounce_ms / 1000.0
         self._max_wait_s = settings.max_wait_ms / 1000.0
@@ -169,21 +178,29 @@ class Session:
         self._changed = asyncio.Event()
         self._answered = asyncio.Event()
         self._draining = asyncio.Event()
+        # Set to end the connection: by `drain()`, or with the close code and reason of a
+        # limit (`_ending`).
+        self._end = asyncio.Event()
+        self._ending: tuple[int, str] | None = None
         self._closed = asyncio.Event()
 
     async def run(self) -> None:
-        """Serve the connection until the client leaves (cancellation) or `drain()`."""
+        """Serve the connection until the client leaves (cancellation), a limit or `drain()`."""
         try:
             await self._connection.send(self._hello)
             async with asyncio.TaskGroup() as tasks:
                 reader = tasks.create_task(self._read())
                 processor = tasks.create_task(self._process())
                 writer = tasks.create_task(self._write())
-                await self._draining.wait()
+                await self._end.wait()
                 reader.cancel()
-                self._release_deferred(force=True)
-                await self._settle()
-                await self._connection.close(GOING_AWAY, "server shutting down")
+                if self._ending is None:
+                    self._release_deferred(force=True)
+                    await self._settle()
+                    code, reason = GOING_AWAY, "server shutting down"
+                else:
+                    code, reason = self._ending
+                await self._connection.close(code, reason)
                 processor.cancel()
                 writer.cancel()
         finally:
@@ -195,20 +212,38 @@ class Session:
         """Ask the session to answer what is pending and close with 1001."""
         self._draining.set()
         self._changed.set()
+        self._end.set()
 
     async def wait_closed(self) -> None:
         """Wait until `run()` has finished."""
         await self._closed.wait()
 
     async def _read(self) -> None:
-        while True:
-            frame: str | bytes | None = await self._connection.receive()
+        """Read frames until the connection ends; close it when it idles too long."""
+        while not self._end.is_set():
+            try:
+                async with asyncio.timeout(self._idle_timeout_s):
+                    frame: str | bytes | None = await self._connection.receive()
+            except TimeoutError:
+                self._end_with(NORMAL_CLOSURE, "idle", "idle")
+                return
             # Quart hands over an empty binary frame as None.
             self._on_frame(b"" if frame is None else frame, time.monotonic())
+
+    def _end_with(self, code: int, reason: str, metric: str) -> None:
+        """End the connection for a limit: close it with `code` and `reason`, unanswered."""
+        if self._end.is_set():
+            return
+        self._ending = (code, reason)
+        self._end.set()
+        self._metrics.connections_closed.labels(metric).inc()
 
     def _on_frame(self, frame: str | bytes, now: float) -> None:
         """Parse a frame and make it the pending snapshot, hold it back, or answer an error."""
         allowed = self._bucket.take(now)
+        if not allowed and self._persistence.refused(now):
+            self._end_with(POLICY_VIOLATION, "rate limit exceeded", "rate_limited")
+            return
         try:
             snapshot = self._parser.parse(frame)
         except ProtocolError as error:

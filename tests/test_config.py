@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from model import MODEL_PATH
-from server.__main__ import hypercorn_config, main
+from server.__main__ import main
 from server.config import MIB, Settings
+from server.serving import hypercorn_config
 from tests.conftest import STARTUP_TIMEOUT_S, free_port
 
 
@@ -102,3 +103,25 @@ def test_hypercorn_gets_the_limits() -> None:
     assert config.websocket_max_message_size == 4000
     assert config.websocket_ping_interval == 20.0
     assert config.read_timeout == 40
+
+
+def test_hardening_knobs() -> None:
+    """Idle timeout, rate-limit close, allowed origins and workers: defaults, flags, variables."""
+    defaults = Settings.from_sources([], {})
+    assert (defaults.idle_timeout_s, defaults.rate_limit_close_after_s) == (300.0, 5.0)
+    assert (defaults.allowed_origins, defaults.origins, defaults.workers) == ("", None, 1)
+    flags = [
+        "--idle-timeout-s", "1.5", "--allowed-origins", "https://digits.example", "--workers", "3",
+    ]
+    settings = Settings.from_sources(flags, {"DIGITS_RATE_LIMIT_CLOSE_AFTER_S": "2"})
+    assert (settings.idle_timeout_s, settings.rate_limit_close_after_s) == (1.5, 2.0)
+    assert settings.origins == frozenset({"https://digits.example:443"})
+    assert settings.workers == 3
+
+
+def test_workers_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--workers 0` is refused in one line, like any other bad limit."""
+    with pytest.raises(SystemExit) as exited:
+        Settings.from_sources(["--workers", "0"], {})
+    assert exited.value.code == 2
+    assert "workers must be positive" in capsys.readouterr().err
