@@ -239,7 +239,13 @@ def create_app(settings: Settings | None = None) -> Quart:
     async def body_too_large(error: RequestEntityTooLarge) -> Any:
         metrics.errors.labels("too_large", "http").inc()
         limit = settings.max_message_bytes
-        return error_response(413, "too_large", f"picture is over the limit of {limit} bytes")
+        response, status = error_response(
+            413, "too_large", f"picture is over the limit of {limit} bytes"
+        )
+        # The body stays unread, so this connection cannot carry another request: say so,
+        # or a keep-alive client reuses it and sees "server disconnected".
+        response.headers["Connection"] = "close"
+        return response, status
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Any:

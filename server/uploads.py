@@ -82,6 +82,10 @@ async def read_picture(request: Request, settings: Settings) -> bytes | str:
             raise UploadError(400, "bad_request", "JSON body must be {\"image\": \"<base64>\"}")
         image: str = body["image"]
         return image
+    # Read the unwanted body anyway (it is within the body limit): a response sent before
+    # the body is read makes the server drop the keep-alive connection, and a client that
+    # reuses it at that moment fails with "server disconnected".
+    await request.get_data(False, False, False)
     raise UploadError(
         415,
         "unsupported_media_type",
