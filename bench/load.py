@@ -12,6 +12,9 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 ANSWER_TIMEOUT_S = 10.0
+# PNG snapshots do not compress: permessage-deflate would only cost this generator, which
+# shares the server's cores, most of its CPU (a browser compresses on its own machine).
+COMPRESSION = None
 
 
 @dataclass
@@ -90,7 +93,9 @@ async def stream_drawings(
     """Draw digit after digit: a snapshot every `interval_s`, a pause after each pen-up."""
     await asyncio.sleep(start_delay_s)
     try:
-        async with connect(url, max_size=None, open_timeout=ANSWER_TIMEOUT_S) as socket:
+        async with connect(
+            url, max_size=None, compression=COMPRESSION, open_timeout=ANSWER_TIMEOUT_S
+        ) as socket:
             await socket.recv()  # hello
             drawer = Drawer(socket, result)
             reader = asyncio.create_task(drawer.read())
@@ -166,7 +171,7 @@ async def idle_client(
     """One client alone: milliseconds from a drawing's last snapshot to its answer."""
     result = LoadResult()
     latencies = []
-    async with connect(url, max_size=None) as socket:
+    async with connect(url, max_size=None, compression=COMPRESSION) as socket:
         await socket.recv()
         drawer = Drawer(socket, result)
         reader = asyncio.create_task(drawer.read())
@@ -187,7 +192,7 @@ async def saturate(url: str, drawings: list[list[bytes]], clients: int, duration
     result = LoadResult()
 
     async def loop(number: int) -> None:
-        async with connect(url, max_size=None) as socket:
+        async with connect(url, max_size=None, compression=COMPRESSION) as socket:
             await socket.recv()
             drawer = Drawer(socket, result)
             reader = asyncio.create_task(drawer.read())

@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 WEB_DIR = ROOT / "web"
 ENV_PREFIX = "DIGITS_"
 MIB = 1024 * 1024
-# Knobs for which zero makes sense: no debounce, no waiting to fill a batch.
-ZERO_ALLOWED = frozenset({"debounce_ms", "batch_wait_ms"})
+# Knobs for which zero makes sense: no debounce, no waiting to fill a batch, decoding in a
+# thread of the server process rather than in processes of its own.
+ZERO_ALLOWED = frozenset({"debounce_ms", "batch_wait_ms", "decode_processes"})
 
 
 def _knob(help_text: str, *, name: str | None = None) -> dict[str, Any]:
@@ -79,8 +80,12 @@ class Settings:
     batch_wait_ms: float = field(
         default=1.0, metadata=_knob("longest wait for more pictures to fill a model call")
     )
-    decode_threads: int = field(
-        default=2, metadata=_knob("threads that decode and preprocess pictures")
+    decode_processes: int = field(
+        default=2,
+        metadata=_knob(
+            "processes that decode and preprocess pictures (one per core), shared out among"
+            " the workers; 0: one thread of each server process"
+        ),
     )
     ping_interval_s: float = field(
         default=20.0, metadata=_knob("WebSocket ping period, to notice vanished clients")

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing
 import signal
@@ -60,10 +61,13 @@ def serve_workers(settings: Settings) -> int:
     # worker that serves handles SIGINT itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     workers: list[BaseProcess] = []
+    worker_settings = settings_per_worker(settings)
     try:
         for number, listening in enumerate(sockets, start=1):
             worker = context.Process(
-                target=run_worker, args=(settings, listening, stop), name=f"worker-{number}"
+                target=run_worker,
+                args=(worker_settings, listening, stop),
+                name=f"worker-{number}",
             )
             worker.start()
             workers.append(worker)
@@ -80,6 +84,18 @@ def serve_workers(settings: Settings) -> int:
     pids = ", ".join(str(worker.pid) for worker in workers)
     logger.info("started %d workers on %s (pids %s)", len(workers), settings.bind, pids)
     return _wait_for(workers, stop, settings)
+
+
+def settings_per_worker(settings: Settings) -> Settings:
+    """Each worker's settings: the decode processes are shared out, at least one each.
+
+    Two workers with two decode processes each would put four decoders on two cores and
+    add their memory twice over for nothing.
+    """
+    if settings.decode_processes == 0:
+        return settings
+    share = max(1, settings.decode_processes // settings.workers)
+    return dataclasses.replace(settings, decode_processes=share)
 
 
 def listening_sockets(settings: Settings) -> list[socket.socket]:

@@ -12,6 +12,7 @@ from model import MODEL_PATH
 from server.__main__ import main
 from server.config import MIB, Settings
 from server.serving import hypercorn_config
+from server.workers import settings_per_worker
 from tests.conftest import STARTUP_TIMEOUT_S, free_port
 
 
@@ -41,7 +42,7 @@ def test_every_knob_has_a_flag_and_a_variable() -> None:
     """Each limit can be set both ways, under its own name with its unit."""
     flags = [
         "--max-message-bytes", "1000", "--max-pixels", "2000", "--max-stroke-points", "30",
-        "--max-messages-per-s", "40", "--max-connections", "50", "--decode-threads", "1",
+        "--max-messages-per-s", "40", "--max-connections", "50", "--decode-processes", "1",
     ]
     settings = Settings.from_sources(flags, {"DIGITS_BATCH_WAIT_MS": "0"})
     assert settings.max_message_bytes == 1000
@@ -49,7 +50,7 @@ def test_every_knob_has_a_flag_and_a_variable() -> None:
     assert settings.max_stroke_points == 30
     assert settings.max_messages_per_s == 40
     assert settings.max_connections == 50
-    assert settings.decode_threads == 1
+    assert settings.decode_processes == 1
     assert settings.batch_wait_ms == 0
 
 
@@ -125,3 +126,14 @@ def test_workers_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
         Settings.from_sources(["--workers", "0"], {})
     assert exited.value.code == 2
     assert "workers must be positive" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("workers", "decode_processes", "each"), [(1, 2, 2), (2, 2, 1), (3, 2, 1), (2, 0, 0), (2, 4, 2)]
+)
+def test_decode_processes_are_shared_out_among_workers(
+    workers: int, decode_processes: int, each: int
+) -> None:
+    """`--decode-processes` is the total: each worker gets its share, at least one."""
+    settings = Settings(workers=workers, decode_processes=decode_processes)
+    assert settings_per_worker(settings).decode_processes == each

@@ -457,3 +457,49 @@ def test_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
     assert "cannot load model" in finished.stderr
     _, alive = psutil.wait_procs(marked_processes(marker), timeout=TIMEOUT_S)
     assert alive == []
+
+
+# --- decode processes --------------------------------------------------------------------
+
+
+def test_decode_processes_end_with_a_killed_server(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """The decode processes serve predictions, and exit even when the server is killed."""
+    marker = uuid.uuid4().hex
+    running = server_factory("--decode-processes", "2", env={"DIGITS_TEST_RUN": marker})
+    decoders = [
+        process for process in psutil.Process(running.process.pid).children()
+        if "spawn_main" in " ".join(process.cmdline())
+    ]
+    assert len(decoders) == 2
+    answer = httpx.post(
+        f"{running.http_url}/api/predict",
+        content=digit_png(7),
+        headers={"Content-Type": "image/png"},
+        timeout=TIMEOUT_S,
+    )
+    assert answer.status_code == 200 and answer.json()["digit"] == 7
+    running.process.kill()
+    running.process.wait(TIMEOUT_S)
+    _, alive = psutil.wait_procs(marked_processes(marker), timeout=TIMEOUT_S)
+    assert alive == []
+
+
+def test_decoding_in_a_thread_gives_the_same_answers(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """`--decode-processes 0` decodes in the server process and answers alike."""
+    running = server_factory("--decode-processes", "0")
+    assert [
+        child for child in psutil.Process(running.process.pid).children()
+        if "spawn_main" in " ".join(child.cmdline())
+    ] == []
+    for digit in (1, 7):
+        answer = httpx.post(
+            f"{running.http_url}/api/predict",
+            content=digit_png(digit),
+            headers={"Content-Type": "image/png"},
+            timeout=TIMEOUT_S,
+        )
+        assert answer.status_code == 200 and answer.json()["digit"] == digit

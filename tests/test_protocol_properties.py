@@ -21,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from server.batching import prepare
 from server.config import Settings
+from server.decoding import DecodeLimits, prepare
 from server.images import ImageError
 from server.protocol import (
     MAX_CANVAS_SIDE,
@@ -41,6 +41,7 @@ from server.protocol import (
 LIMITS = Limits(max_message_bytes=4096, max_pixels=4096 * 4096, max_stroke_points=50)
 # Small picture limits keep each decoding example fast.
 DECODING = Settings(max_message_bytes=64 * 1024, max_pixels=256 * 256, max_stroke_points=50)
+PICTURE_LIMITS = DecodeLimits(DECODING.max_message_bytes, DECODING.max_pixels)
 DECODING_LIMITS = Limits(
     DECODING.max_message_bytes, DECODING.max_pixels, DECODING.max_stroke_points
 )
@@ -171,7 +172,7 @@ def no_preprocessing_failures() -> Iterator[None]:
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.ERROR)
     handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("server.batching")
+    logger = logging.getLogger("server.decoding")
     logger.addHandler(handler)
     try:
         yield
@@ -185,7 +186,7 @@ def check_decoding(snapshot: Snapshot) -> None:
     picture = snapshot if isinstance(snapshot, StrokesSnapshot) else snapshot.image
     with no_preprocessing_failures():
         try:
-            prepared = prepare(picture, DECODING, include_input=True)
+            prepared = prepare(picture, PICTURE_LIMITS, include_input=True)
         except ImageError as error:
             assert error.code in ("bad_image", "too_large")
             return
