@@ -222,6 +222,8 @@ def create_app(settings: Settings | None = None) -> Quart:
         response = await send_from_directory(settings.web_dir, name)
         revalidate = name.endswith(REVALIDATE_SUFFIXES)
         response.headers["Cache-Control"] = REVALIDATE if revalidate else CACHE_A_DAY
+        # Quart adds a 12-hour Expires; Cache-Control says it all, so drop the contradiction.
+        response.headers.pop("Expires", None)
         return response
 
     @app.errorhandler(UploadError)

@@ -70,6 +70,7 @@ def test_page_is_served_with_a_canvas(client: httpx.Client) -> None:
     assert response.headers["content-type"].startswith("text/html")
     assert "<canvas" in response.text
     assert response.headers["cache-control"] == "no-cache"
+    assert "expires" not in response.headers
     assert "etag" in response.headers
 
 
