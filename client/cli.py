@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     try:
         if arguments.command == "predict":
-            if arguments.http:
-                return _predict_http(arguments.files, arguments.url, arguments.timeout)
-            return asyncio.run(_predict_socket(arguments.files, arguments.url, arguments.timeout))
+            predict = _predict_http if arguments.http else _predict_socket
+            return asyncio.run(predict(arguments.files, arguments.url, arguments.timeout))
         return asyncio.run(
             _stream(arguments.recording, arguments.url, arguments.timeout, arguments.speed)
         )
@@ -111,34 +110,30 @@ def _positive_float(text: str) -> float:
 
 async def _predict_socket(files: Sequence[str], url: str, timeout: float) -> int:
     """Predict each file over one WebSocket connection."""
-    status = EXIT_OK
     async with DigitsClient.connect(url, timeout=timeout) as client:
-        for path in files:
-            image = _read(path)
-            if image is None:
-                status = EXIT_ANSWERED_ERROR
-                continue
-            try:
-                prediction = await client.predict(image)
-            except ServerError as error:
-                _report(f"{path}: the server answered {error.code}: {error.message}")
-                status = EXIT_ANSWERED_ERROR
-                continue
-            _print_line({"path": path, **_answer(prediction)})
-    return status
+        return await _predict_each(files, client.predict)
 
 
-def _predict_http(files: Sequence[str], url: str, timeout: float) -> int:
+async def _predict_http(files: Sequence[str], url: str, timeout: float) -> int:
     """Predict each file with one `POST /api/predict` each."""
-    status = EXIT_OK
     base = http_url_for(url)
+    return await _predict_each(
+        files, lambda image: asyncio.to_thread(predict_http, base, image, timeout)
+    )
+
+
+async def _predict_each(
+    files: Sequence[str], ask: Callable[[bytes], Awaitable[Prediction]]
+) -> int:
+    """Print one JSON line per answered file, one stderr line per refused or unreadable one."""
+    status = EXIT_OK
     for path in files:
         image = _read(path)
         if image is None:
             status = EXIT_ANSWERED_ERROR
             continue
         try:
-            prediction = predict_http(base, image, timeout)
+            prediction = await ask(image)
         except ServerError as error:
             _report(f"{path}: the server answered {error.code}: {error.message}")
             status = EXIT_ANSWERED_ERROR
