@@ -72,8 +72,8 @@ def ink_to_model_input(ink: FloatArray) -> FloatArray | None:
     ink = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
 
     ink = _thicken_thin_strokes(ink)
-    digit = _scale_into_box(ink)
-    return _centre_by_mass(digit)
+    digit = scale_into_box(ink)
+    return centre_by_mass(digit)
 
 
 def _reduce(image: Image.Image) -> Image.Image:
@@ -138,7 +138,7 @@ def _thicken_thin_strokes(ink: FloatArray) -> FloatArray:
     if width / longest >= MIN_STROKE_FRACTION or longest <= BOX_SIZE:
         return ink
     if longest > INTERMEDIATE_SIZE:
-        ink = _resize(ink, INTERMEDIATE_SIZE / longest)
+        ink = resize(ink, INTERMEDIATE_SIZE / longest)
         ink = ink / max(float(ink.max()), 1e-6)
         width = width * INTERMEDIATE_SIZE / longest
         longest = max(ink.shape)
@@ -155,7 +155,7 @@ def disk(radius: int) -> NDArray[np.bool_]:
     return np.asarray(span[:, None] ** 2 + span[None, :] ** 2 <= radius * radius + radius)
 
 
-def _resize(ink: FloatArray, factor: float) -> FloatArray:
+def resize(ink: FloatArray, factor: float) -> FloatArray:
     """Anti-aliased resize of a float array by a factor (each side at least 1 px)."""
     height = max(1, round(ink.shape[0] * factor))
     width = max(1, round(ink.shape[1] * factor))
@@ -164,13 +164,13 @@ def _resize(ink: FloatArray, factor: float) -> FloatArray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, None)
 
 
-def _scale_into_box(ink: FloatArray) -> FloatArray:
+def scale_into_box(ink: FloatArray) -> FloatArray:
     """Scale so the longer side is 20 px, keeping the aspect ratio, peak ink 1."""
-    digit = _resize(ink, BOX_SIZE / max(ink.shape))
+    digit = resize(ink, BOX_SIZE / max(ink.shape))
     return np.asarray(np.clip(digit / max(float(digit.max()), 1e-6), 0.0, 1.0), dtype=np.float32)
 
 
-def _centre_by_mass(digit: FloatArray) -> FloatArray:
+def centre_by_mass(digit: FloatArray) -> FloatArray:
     """Place a digit in the 28x28 field with its centre of mass at the field's centre."""
     centre_row, centre_column = ndimage.center_of_mass(digit)
     # MNIST puts the centre of mass at pixel index 14 (measured: 13.99, 14.00).
