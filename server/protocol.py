@@ -1,10 +1,14 @@
-"""The WebSocket messages of protocol v1: parse what clients send, build what the server sends.
+"""The WebSocket messages: parse what clients send, build what the server sends.
 
 Client to server (see PROTOCOL.md):
 - text `{"type": "snapshot", "seq": int, "image": "<data URL or base64>"}` -> `EncodedSnapshot`
 - text `{"type": "strokes", "seq": int, "width", "height", "line_width", "strokes"}`
   -> `StrokesSnapshot`
-- a binary frame of image bytes -> `EncodedSnapshot` with the previous seq + 1.
+- a binary frame of image bytes -> `EncodedSnapshot` with the previous seq + 1;
+- v2 ink: text `{"type": "ink", "seq", "width", "height", "line_width", "stroke", "points"}`
+  -> `InkPoints`, `{"type": "undo", "seq"}` -> `InkUndo`, `{"type": "clear", "seq"}`
+  -> `InkClear`. These only say what to do to the connection's drawing (`server/ink.py`
+  applies them, and refuses a stroke index out of turn or a drawing over the point limit).
 
 Server to client: `hello`, `prediction` and `error` (built by the functions at the end).
 
@@ -26,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 if TYPE_CHECKING:
     from server.config import Settings
 
-ErrorCode = Literal["bad_image", "bad_message", "too_large", "rate_limited"]
+ErrorCode = Literal["bad_image", "bad_message", "too_large", "rate_limited", "internal"]
 Point = tuple[float, float]
 # Far outside any canvas, yet small enough that Pillow's integer geometry cannot overflow.
 MAX_COORDINATE = 100_000.0
@@ -63,7 +67,35 @@ class StrokesSnapshot:
     strokes: tuple[tuple[Point, ...], ...]
 
 
+@dataclass(frozen=True)
+class InkPoints:
+    """Points to append to stroke number `stroke` of the drawing, on the canvas named."""
+
+    seq: int
+    width: int
+    height: int
+    line_width: float
+    stroke: int
+    points: tuple[Point, ...]
+
+
+@dataclass(frozen=True)
+class InkUndo:
+    """Remove the last stroke of the drawing."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class InkClear:
+    """Remove every stroke of the drawing."""
+
+    seq: int
+
+
 Snapshot = EncodedSnapshot | StrokesSnapshot
+InkEdit = InkPoints | InkUndo | InkClear
+Message = Snapshot | InkEdit
 
 
 @dataclass(frozen=True)
@@ -83,8 +115,8 @@ class MessageParser:
         # The seq of the previous message with a valid one; a first binary frame gets 0.
         self.last_seq = -1
 
-    def parse(self, frame: str | bytes) -> Snapshot:
-        """Parse one frame into a snapshot, or raise ProtocolError."""
+    def parse(self, frame: str | bytes) -> Message:
+        """Parse one frame into a snapshot or an ink edit, or raise ProtocolError."""
         if isinstance(frame, bytes):
             self.last_seq += 1
             if len(frame) > self.limits.max_message_bytes:
@@ -103,6 +135,12 @@ class MessageParser:
             return EncodedSnapshot(seq, image)
         if kind == "strokes":
             return _parse_strokes(message, seq, self.limits)
+        if kind == "ink":
+            return _parse_ink(message, seq, self.limits)
+        if kind == "undo":
+            return InkUndo(seq)
+        if kind == "clear":
+            return InkClear(seq)
         raise ProtocolError("bad_message", f"unknown message type {kind!r}", seq)
 
     def _take_seq(self, message: dict[str, Any]) -> int:
@@ -147,8 +185,8 @@ def _is_number(value: object) -> TypeGuard[int | float]:
     return (isinstance(value, float) or _is_integer(value)) and math.isfinite(value)
 
 
-def _parse_strokes(message: dict[str, Any], seq: int, limits: Limits) -> StrokesSnapshot:
-    """Validate a strokes message (canvas size, pen width, points) into a snapshot."""
+def _parse_canvas(message: dict[str, Any], seq: int, limits: Limits) -> tuple[int, int, float]:
+    """The `width`, `height` and `line_width` of a strokes or ink message."""
     width = _canvas_side(message, "width", seq)
     height = _canvas_side(message, "height", seq)
     if width * height > limits.max_pixels:
@@ -160,6 +198,30 @@ def _parse_strokes(message: dict[str, Any], seq: int, limits: Limits) -> Strokes
         raise ProtocolError(
             "bad_message", f"'line_width' must be a number in (0, {MAX_LINE_WIDTH:g}]", seq
         )
+    return width, height, float(line_width)
+
+
+def _parse_ink(message: dict[str, Any], seq: int, limits: Limits) -> InkPoints:
+    """Validate an ink message (canvas, pen width, stroke index, new points)."""
+    width, height, line_width = _parse_canvas(message, seq, limits)
+    stroke = message.get("stroke")
+    if not _is_integer(stroke) or stroke < 0:
+        raise ProtocolError("bad_message", "'stroke' must be a non-negative integer", seq)
+    points = message.get("points")
+    if not isinstance(points, list):
+        raise ProtocolError("bad_message", "'points' must be a list of points", seq)
+    if len(points) > limits.max_stroke_points:
+        limit = limits.max_stroke_points
+        raise ProtocolError(
+            "too_large", f"{len(points)} stroke points are over the limit of {limit}", seq
+        )
+    parsed = tuple(_parse_point(point, seq) for point in points)
+    return InkPoints(seq, width, height, line_width, stroke, parsed)
+
+
+def _parse_strokes(message: dict[str, Any], seq: int, limits: Limits) -> StrokesSnapshot:
+    """Validate a strokes message (canvas size, pen width, points) into a snapshot."""
+    width, height, line_width = _parse_canvas(message, seq, limits)
     strokes = message.get("strokes")
     if not isinstance(strokes, list) or not all(isinstance(stroke, list) for stroke in strokes):
         raise ProtocolError("bad_message", "'strokes' must be a list of lists of points", seq)
@@ -172,7 +234,7 @@ def _parse_strokes(message: dict[str, Any], seq: int, limits: Limits) -> Strokes
         seq=seq,
         width=width,
         height=height,
-        line_width=float(line_width),
+        line_width=line_width,
         strokes=tuple(tuple(_parse_point(point, seq) for point in stroke) for stroke in strokes),
     )
 
@@ -213,6 +275,7 @@ def hello_message(model: dict[str, Any], settings: Settings) -> str:
             "max_bytes": settings.max_message_bytes,
             "max_pixels": settings.max_pixels,
             "max_messages_per_s": settings.max_messages_per_s,
+            "max_stroke_points": settings.max_stroke_points,
         }
     )
 

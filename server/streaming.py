@@ -30,14 +30,16 @@ from typing import Protocol
 from server.batching import InferenceWorker, Picture
 from server.config import Settings
 from server.images import ImageError
+from server.ink import Drawing
 from server.metrics import Metrics
 from server.predictions import Prediction
 from server.protocol import (
+    EncodedSnapshot,
     ErrorCode,
     Limits,
+    Message,
     MessageParser,
     ProtocolError,
-    Snapshot,
     StrokesSnapshot,
     error_message,
     prediction_message,
@@ -63,9 +65,9 @@ class Connection(Protocol):
 
 @dataclass(frozen=True)
 class Arrival:
-    """A snapshot and when it arrived (`time.monotonic()`)."""
+    """A snapshot or ink edit and when it arrived (`time.monotonic()`)."""
 
-    snapshot: Snapshot
+    snapshot: Message
     received_at: float
 
 
@@ -158,6 +160,7 @@ class Session:
         self._parser = MessageParser(
             Limits(settings.max_message_bytes, settings.max_pixels, settings.max_stroke_points)
         )
+        self._drawing = Drawing(settings.max_stroke_points)
         rate = float(settings.max_messages_per_s)
         self._bucket = TokenBucket(rate, capacity=rate, now=time.monotonic())
         # A refusal less than the bucket's one-second burst after the previous one continues
@@ -246,6 +249,7 @@ class Session:
             return
         try:
             snapshot = self._parser.parse(frame)
+            self._edit_drawing(snapshot)
         except ProtocolError as error:
             self._send_error(error.code, error.message, error.seq)
             return
@@ -261,6 +265,17 @@ class Session:
             self._deferred_timer = loop.call_later(
                 self._bucket.wait_s(now), self._release_deferred
             )
+
+    def _edit_drawing(self, message: Message) -> None:
+        """Apply an ink edit or a strokes message to the drawing (even when rate-limited).
+
+        The ink is kept whatever the rate: the client sends each point once, so a refused
+        edit that was dropped would leave the drawing short of it for good.
+        """
+        if isinstance(message, StrokesSnapshot):
+            self._drawing.replace(message)
+        elif not isinstance(message, EncodedSnapshot):
+            self._drawing.apply(message)
 
     def _offer(self, arrival: Arrival) -> None:
         """Make a snapshot the pending one and set when it is due."""
@@ -347,7 +362,11 @@ class Session:
         self._pending = None
         self._in_flight = arrival
         snapshot = arrival.snapshot
-        return snapshot if isinstance(snapshot, StrokesSnapshot) else snapshot.image
+        if isinstance(snapshot, EncodedSnapshot):
+            return snapshot.image
+        if isinstance(snapshot, StrokesSnapshot):
+            return snapshot
+        return self._drawing.snapshot(snapshot.seq)
 
     async def _write(self) -> None:
         """Forever: send the next outgoing message, stamping predictions with their latency."""
