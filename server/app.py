@@ -25,8 +25,9 @@ from quart.globals import websocket_ctx
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from model.inference import read_model_info
-from server.batching import InferenceWorker
+from server.batching import DecodeError, InferenceWorker
 from server.config import Settings
+from server.costs import DECODE_MS_PER_PIXEL, picture_pixels
 from server.headers import SecurityHeaders
 from server.images import ImageError
 from server.metrics import CONTENT_TYPE, Metrics
@@ -43,6 +44,8 @@ REVALIDATE_SUFFIXES = (".html", ".js", ".mjs", ".css", ".json", ".webmanifest")
 REVALIDATE = "no-cache"
 CACHE_A_DAY = "public, max-age=86400"
 TRY_AGAIN_LATER = 1013
+# Seconds an overloaded server asks an uploader to wait before trying again.
+RETRY_AFTER_S = 1
 
 
 class Runtime:
@@ -54,6 +57,8 @@ class Runtime:
         self.worker = InferenceWorker(settings, self.metrics)
         self.model_info = read_model_info(settings.model_path).as_json()
         self.sessions: set[Session] = set()
+        # Uploads admitted and not yet answered (bounded by `max_waiting_uploads`).
+        self.waiting_uploads = 0
         self.ready = False
         self.draining = False
         # Set when the model cannot be loaded: `python -m server` then exits non-zero.
@@ -125,6 +130,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.extensions["digits"] = runtime
     metrics = runtime.metrics
     origins = OriginPolicy(settings.origins)
+    for name in ("max_waiting_uploads", "max_connections", "max_cost_ms_per_s",
+                 "max_messages_per_s", "max_message_bytes", "max_pixels", "max_stroke_points"):
+        metrics.limits.labels(name).set(getattr(settings, name))
 
     @app.before_serving
     async def start() -> None:
@@ -162,11 +170,30 @@ def create_app(settings: Settings | None = None) -> Quart:
     async def predict() -> Any:
         if not runtime.ready:
             return error_response(503, "not_ready", "the model is still loading")
+        if runtime.waiting_uploads >= settings.max_waiting_uploads:
+            # Refused before the body is read, so a flood holds no memory: the connection
+            # cannot carry another request then, so say so.
+            metrics.errors.labels("overloaded", "http").inc()
+            response, status = error_response(
+                503, "overloaded", "too many uploads are waiting; try again shortly"
+            )
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            response.headers["Connection"] = "close"
+            return response, status
         received_at = time.monotonic()
-        picture = await read_picture(request, settings)
-        metrics.snapshots_received.labels("http").inc()
-        include_input = _flag(request.args.get("include_input"))
-        prediction = await runtime.worker.answer(lambda: picture, include_input)
+        runtime.waiting_uploads += 1
+        metrics.waiting_uploads.set(runtime.waiting_uploads)
+        try:
+            picture = await read_picture(request, settings)
+            metrics.snapshots_received.labels("http").inc()
+            include_input = _flag(request.args.get("include_input"))
+            cost_ms = picture_pixels(picture, settings.max_pixels) * DECODE_MS_PER_PIXEL
+            prediction = await runtime.worker.answer(
+                lambda: picture, include_input, lambda: cost_ms
+            )
+        finally:
+            runtime.waiting_uploads -= 1
+            metrics.waiting_uploads.set(runtime.waiting_uploads)
         metrics.predictions_sent.labels("http").inc()
         metrics.prediction_latency_seconds.labels("http").observe(time.monotonic() - received_at)
         return prediction.as_json()
@@ -236,6 +263,11 @@ def create_app(settings: Settings | None = None) -> Quart:
         metrics.errors.labels(error.code, "http").inc()
         status = 413 if error.code == "too_large" else 400
         return error_response(status, error.code, error.message)
+
+    @app.errorhandler(DecodeError)
+    async def decode_error(error: DecodeError) -> Any:
+        metrics.errors.labels("internal", "http").inc()
+        return error_response(500, "internal", str(error))
 
     @app.errorhandler(RequestEntityTooLarge)
     async def body_too_large(error: RequestEntityTooLarge) -> Any:

@@ -6,11 +6,20 @@ event loop never decodes or runs the model itself:
   GIL) is free, it gets the oldest waiting requests, a few at a time, and only then is each
   request's `take()` called: a WebSocket session hands over its newest snapshot at that
   moment, so a burst of fifty costs one decode, not fifty, and a picture once taken waits
-  for no more than a few others;
+  for no more than a few others. Each connection has at most one request waiting, so the
+  queue is a round-robin over connections. Requests are scheduled by their estimated cost
+  (`server/costs.py`): cheap ones share a chunk of bounded work, and an expensive one (a
+  huge picture, a drawing at the point limit) decodes alone in a lane that never holds
+  every decode process, so one client's costly picture never holds up others' cheap ones;
 - model: everything decoded meanwhile, up to `max_batch_size`, goes through one compiled
   model call in a single dedicated thread, which waits at most `batch_wait_ms` for chunks
   still decoding (as Triton's and TF Serving's dynamic batching do), while the decode
   processes already work on the next pictures.
+
+A decode process that dies breaks the whole pool: it is replaced exactly once, however many
+chunks were in flight, and each of those chunks is tried once more on the new pool; if that
+fails too, its requests fail with `DecodeError` (the protocol's `internal`), never with an
+error that blames the picture.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from server.images import ImageError
 from server.metrics import Metrics
 from server.predictions import Prediction, make_prediction
 
-__all__ = ["InferenceWorker", "Picture"]
+__all__ = ["DecodeError", "InferenceWorker", "Picture"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +59,15 @@ logger = logging.getLogger(__name__)
 # Measured with 64 drawers on two cores: 8 gave p99 updates of ~100 ms at ~640 answers/s,
 # 4 gave ~90 ms at ~510/s, and whole batches of 64 split over the processes ~135 ms.
 DECODE_CHUNK_SIZE = 8
+# A request estimated to cost more than this (ms of one core) decodes alone, in the expensive
+# lane; a page's picture costs ~3 ms, its ink well under 1 ms.
+EXPENSIVE_MS = 20.0
+# Most estimated work in one chunk of cheap requests, so that none waits long behind others.
+CHUNK_MS = 15.0
+
+
+class DecodeError(Exception):
+    """The server failed to decode a valid request (a decode process died): `internal`."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,8 @@ class Request:
     """A caller waiting for a prediction of the picture `take()` will hand over."""
 
     take: Callable[[], Picture]
+    # The estimated decode cost of what `take()` would hand over now, in ms.
+    cost_ms: Callable[[], float]
     include_input: bool
     future: asyncio.Future[Prediction]
 
@@ -82,12 +102,16 @@ class InferenceWorker:
         self._model_thread = ThreadPoolExecutor(1, "model")
         self._waiting: deque[Request] = deque()
         self._ready: deque[Ready] = deque()
-        self._request_arrived = asyncio.Event()
+        # Set when a request arrives or a chunk finishes: the decode loop looks again.
+        self._wake = asyncio.Event()
         self._input_decoded = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._decodes: set[asyncio.Task[None]] = set()
         # Chunks being decoded: the model waits `batch_wait_ms` for them only while any are.
         self._decoding = 0
+        self._expensive_decoding = 0
+        # The replacement of a broken decode pool, while it starts.
+        self._restarting: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Load and warm up the model and the decode processes, then start the loops."""
@@ -133,39 +157,89 @@ class InferenceWorker:
             await asyncio.to_thread(self._decode_pool.shutdown, wait=True, cancel_futures=True)
         self._model_thread.shutdown(wait=False, cancel_futures=True)
 
-    async def answer(self, take: Callable[[], Picture], include_input: bool) -> Prediction:
-        """Predict the picture `take()` returns once its decode starts; raises ImageError."""
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a decode process."""
+        return len(self._waiting)
+
+    async def answer(
+        self,
+        take: Callable[[], Picture],
+        include_input: bool,
+        cost_ms: Callable[[], float] = lambda: 0.0,
+    ) -> Prediction:
+        """Predict the picture `take()` returns once its decode starts.
+
+        Raises ImageError for a picture refused, DecodeError when the server failed.
+        """
         future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
-        self._waiting.append(Request(take, include_input, future))
-        self._request_arrived.set()
+        self._waiting.append(Request(take, cost_ms, include_input, future))
+        self.metrics.waiting_requests.set(len(self._waiting))
+        self._wake.set()
         return await future
 
     async def _run_decoding(self) -> None:
-        """Forever: whenever a decode process is free, give it the oldest waiting requests."""
+        """Forever: whenever a decode process is free, give it the next chunk of requests."""
         processes = max(1, self.settings.decode_processes)
         free = asyncio.Semaphore(processes)
         while True:
-            while not self._waiting:
-                self._request_arrived.clear()
-                await self._request_arrived.wait()
             await free.acquire()
-            # Shared fairly among the free processes, and small: a picture is taken only
-            # when its decode starts, and waits for no more than a few others once taken.
-            share = -(-len(self._waiting) // processes)
-            limit = max(1, min(DECODE_CHUNK_SIZE, share, self.settings.max_batch_size))
-            requests: list[Request] = []
-            while self._waiting and len(requests) < limit:
-                request = self._waiting.popleft()
-                if not request.future.done():
-                    requests.append(request)
-            if not requests:
-                free.release()
-                continue
+            while True:
+                requests, expensive = self._next_chunk(processes)
+                if requests:
+                    break
+                # Nothing waits, or only expensive requests whose lane is full.
+                self._wake.clear()
+                await self._wake.wait()
+            self.metrics.waiting_requests.set(len(self._waiting))
             self._decoding += 1
+            self._expensive_decoding += expensive
             decoding = asyncio.create_task(self._decode(requests))
             self._decodes.add(decoding)
             decoding.add_done_callback(self._decodes.discard)
-            decoding.add_done_callback(lambda _: free.release())
+
+            def finished(_: object, expensive: bool = expensive) -> None:
+                self._decoding -= 1
+                self._expensive_decoding -= expensive
+                free.release()
+                self._wake.set()
+                self._input_decoded.set()
+
+            decoding.add_done_callback(finished)
+
+    def _next_chunk(self, processes: int) -> tuple[list[Request], bool]:
+        """The next requests to decode together, and whether they are one expensive one.
+
+        Cheap requests are taken in order, a few at a time and at most `CHUNK_MS` of work;
+        an expensive one goes alone, and only while another decode process stays free for
+        cheap ones (with a single process, only when it is the oldest request).
+        """
+        # Shared fairly among the processes, and small: a picture is taken only when its
+        # decode starts, and waits for no more than a few others once taken.
+        share = -(-len(self._waiting) // processes)
+        limit = max(1, min(DECODE_CHUNK_SIZE, share, self.settings.max_batch_size))
+        lane_free = self._expensive_decoding < max(1, processes - 1)
+        chunk: list[Request] = []
+        skipped: list[Request] = []
+        work_ms = 0.0
+        while self._waiting and len(chunk) < limit:
+            request = self._waiting.popleft()
+            if request.future.done():
+                continue
+            cost = request.cost_ms()
+            if cost > EXPENSIVE_MS:
+                if not chunk and lane_free and (processes > 1 or not skipped):
+                    self._waiting.extendleft(reversed(skipped))
+                    return [request], True
+                skipped.append(request)
+                continue
+            if chunk and work_ms + cost > CHUNK_MS:
+                self._waiting.appendleft(request)
+                break
+            chunk.append(request)
+            work_ms += cost
+        self._waiting.extendleft(reversed(skipped))
+        return chunk, False
 
     async def _decode(self, requests: list[Request]) -> None:
         """Decode one chunk of pictures in a decode process and pass the results on."""
@@ -175,9 +249,6 @@ class InferenceWorker:
             for request in requests:
                 if not request.future.done():
                     request.future.set_exception(error)
-        finally:
-            self._decoding -= 1
-            self._input_decoded.set()
 
     async def _decode_chunk(self, requests: list[Request]) -> None:
         """Take each request's picture now, decode them together, answer or queue each."""
@@ -192,28 +263,45 @@ class InferenceWorker:
                 taken.append(request)
         if not pictures:
             return
-        pool = self._decode_pool
-        assert pool is not None
-        loop = asyncio.get_running_loop()
-        try:
-            decoded = await loop.run_in_executor(pool, prepare_many, pictures, self._limits)
-        except BrokenProcessPool:
-            # A decode process died (killed, or crashed on a picture): these pictures get an
-            # error, and a fresh pool serves the next ones.
-            for request in taken:
-                if not request.future.done():
-                    request.future.set_exception(
-                        ImageError("bad_image", "the picture could not be processed")
-                    )
-            if self._decode_pool is pool:
-                logger.error("a decode process died; restarting the decode processes")
-                pool.shutdown(wait=False, cancel_futures=True)
-                self._decode_pool = await asyncio.to_thread(
-                    start_decode_pool, self.settings.decode_processes
-                )
-            return
+        decoded = await self._decode_in_pool(pictures)
         for request, outcome in zip(taken, decoded, strict=True):
             self._finish_decoding(request, outcome)
+
+    async def _decode_in_pool(self, pictures: list[tuple[Picture, bool]]) -> list[Decoded]:
+        """Decode in a decode process; once more on a fresh pool if a process died."""
+        loop = asyncio.get_running_loop()
+        for _ in range(2):
+            if self._restarting is not None:
+                await asyncio.shield(self._restarting)
+            pool = self._decode_pool
+            assert pool is not None
+            try:
+                return await loop.run_in_executor(pool, prepare_many, pictures, self._limits)
+            except BrokenProcessPool:
+                await self._replace_pool(pool)
+        raise DecodeError("the server failed to process this message; send it again")
+
+    async def _replace_pool(self, broken: Executor) -> None:
+        """Replace a broken decode pool, once however many chunks saw it break."""
+        if self._decode_pool is broken and self._restarting is None:
+            self._restarting = asyncio.create_task(self._restart(broken))
+        if self._restarting is not None:
+            try:
+                await asyncio.shield(self._restarting)
+            except Exception as error:
+                raise DecodeError("the server's decode processes failed to restart") from error
+
+    async def _restart(self, broken: Executor) -> None:
+        # A decode process died (killed, out of memory, or crashed on a picture).
+        logger.error("a decode process died; restarting the decode processes")
+        self.metrics.decode_restarts.inc()
+        try:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._decode_pool = await asyncio.to_thread(
+                start_decode_pool, self.settings.decode_processes
+            )
+        finally:
+            self._restarting = None
 
     def _finish_decoding(self, request: Request, outcome: Decoded) -> None:
         """Answer an error or a picture without ink at once; queue the others for the model."""

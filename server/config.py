@@ -69,6 +69,17 @@ class Settings:
     max_messages_per_s: int = field(
         default=200, metadata=_knob("messages one connection may send per second")
     )
+    max_cost_ms_per_s: float = field(
+        default=250.0,
+        metadata=_knob(
+            "estimated milliseconds of CPU work one connection may ask for a second (bytes"
+            " parsed, pixels decoded, points drawn); more waits, latest wins"
+        ),
+    )
+    max_waiting_uploads: int = field(
+        default=64,
+        metadata=_knob("HTTP uploads admitted at once per worker; more get 503 overloaded"),
+    )
     max_connections: int = field(
         default=1000,
         metadata=_knob("open WebSocket connections per worker; more are closed with 1013"),

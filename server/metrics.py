@@ -84,6 +84,28 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.decode_restarts = Counter(
+            "digits_decode_restarts",
+            "Times the decode processes were replaced after one of them died.",
+            registry=self.registry,
+        )
+        self.waiting_uploads = Gauge(
+            "digits_waiting_uploads",
+            "HTTP uploads admitted and not yet answered.",
+            registry=self.registry,
+        )
+        self.waiting_requests = Gauge(
+            "digits_waiting_requests",
+            "Pictures and drawings waiting for a decode process.",
+            registry=self.registry,
+        )
+        self.limits = Gauge(
+            "digits_limit",
+            "The server's limits, by name (as the settings call them).",
+            ["name"],
+            registry=self.registry,
+        )
+
     def exposition(self) -> bytes:
         """The metrics in Prometheus text format."""
         return generate_latest(self.registry)

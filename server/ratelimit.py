@@ -1,4 +1,5 @@
-"""Per-connection rate limits: a token bucket with a one-second burst, and persistent excess."""
+"""Per-connection rate limits: messages (a token bucket with a one-second burst), work (a
+budget of CPU milliseconds that may go into debt), and persistent excess."""
 
 from __future__ import annotations
 
@@ -28,6 +29,41 @@ class TokenBucket:
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self.updated)
         self.tokens = min(self.capacity, self.tokens + elapsed * self.rate_per_s)
+        self.updated = now
+
+
+class CostBudget:
+    """Allows `ms_per_s` milliseconds of estimated work a second, in bursts of up to `burst_ms`.
+
+    A message is admitted while the budget is not in debt, and its whole cost is then spent,
+    so one message dearer than the burst (a picture of `max_pixels`) is still possible: its
+    connection then waits until the debt is paid off.
+    """
+
+    def __init__(self, ms_per_s: float, burst_ms: float, now: float) -> None:
+        self.ms_per_s = ms_per_s
+        self.burst_ms = burst_ms
+        self.balance_ms = burst_ms
+        self.updated = now
+
+    def allows(self, now: float) -> bool:
+        """Whether the budget is out of debt."""
+        self._refill(now)
+        return self.balance_ms >= 0.0
+
+    def spend(self, cost_ms: float, now: float) -> None:
+        """Spend the cost of a message, going into debt if need be."""
+        self._refill(now)
+        self.balance_ms -= cost_ms
+
+    def wait_s(self, now: float) -> float:
+        """Seconds until the budget is out of debt."""
+        self._refill(now)
+        return max(0.0, -self.balance_ms / self.ms_per_s)
+
+    def _refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self.updated)
+        self.balance_ms = min(self.burst_ms, self.balance_ms + elapsed * self.ms_per_s)
         self.updated = now
 
 

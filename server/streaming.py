@@ -1,10 +1,16 @@
 """One WebSocket connection: a reader, a processor and a writer around one pending snapshot.
 
-- The reader parses each frame (`MessageParser`), answers bad ones with an error at once and
-  puts good ones in the one-slot "newest pending" snapshot, replacing an older one (latest
-  wins). A connection over `max_messages_per_s` has its newest snapshot held back until the
-  rate allows; a held snapshot that a newer one overtakes is answered `rate_limited`, so the
-  last snapshot before a pause is always answered.
+- The reader parses each frame (`MessageParser`; a large one in a thread, so the event loop
+  never stops for it), applies ink edits to the connection's drawing (`server/ink.py`),
+  answers bad ones with an error and puts good ones in the one-slot "newest pending"
+  snapshot, replacing an older one (latest wins).
+- Admission counts cost, not only messages (`server/costs.py`): every message spends its
+  estimated work from the connection's `CostBudget`, and one over `max_messages_per_s` or
+  over its budget has its newest snapshot held back until both allow; a held snapshot that a
+  newer one overtakes is answered `rate_limited`, so the last snapshot before a pause is
+  always answered.
+- Answers leave in seq order: an error about a message is held back while an older snapshot
+  of the connection still waits for its answer.
 - The processor waits until the pending snapshot is due, `debounce_ms` after it arrived but
   never later than `max_wait_ms` after the oldest snapshot it replaced, then hands it to the
   shared `InferenceWorker`. One snapshot per connection is in flight at a time, so answers
@@ -22,13 +28,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from server.batching import InferenceWorker, Picture
+from server.batching import DecodeError, InferenceWorker, Picture
 from server.config import Settings
+from server.costs import (
+    DECODE_MS_PER_PIXEL,
+    DRAW_MS,
+    DRAW_MS_PER_POINT,
+    admission_cost_ms,
+    picture_pixels,
+)
 from server.images import ImageError
 from server.ink import Drawing
 from server.metrics import Metrics
@@ -44,10 +58,12 @@ from server.protocol import (
     error_message,
     prediction_message,
 )
-from server.ratelimit import Persistence, TokenBucket
+from server.ratelimit import CostBudget, Persistence, TokenBucket
 
 logger = logging.getLogger(__name__)
 
+# Text frames longer than this are parsed in a thread: ~1 ms of the event loop at most.
+OFF_LOOP_PARSE_CHARS = 64 * 1024
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
@@ -65,10 +81,11 @@ class Connection(Protocol):
 
 @dataclass(frozen=True)
 class Arrival:
-    """A snapshot or ink edit and when it arrived (`time.monotonic()`)."""
+    """A snapshot or ink edit, when it arrived (`time.monotonic()`) and its decode cost."""
 
     snapshot: Message
     received_at: float
+    decode_ms: float
 
 
 @dataclass(frozen=True)
@@ -166,6 +183,9 @@ class Session:
         # A refusal less than the bucket's one-second burst after the previous one continues
         # the streak: a client over the rate for a moment gets that second to slow down.
         self._persistence = Persistence(settings.rate_limit_close_after_s, quiet_s=1.0)
+        self._budget = CostBudget(
+            settings.max_cost_ms_per_s, burst_ms=settings.max_cost_ms_per_s, now=time.monotonic()
+        )
         self._idle_timeout_s = settings.idle_timeout_s
         self._outbox = Outbox(settings.max_queued_errors)
         self._debounce_s = settings.debounce_ms / 1000.0
@@ -178,6 +198,8 @@ class Session:
         self._deferred: Arrival | None = None
         self._deferred_timer: asyncio.TimerHandle | None = None
         self._in_flight: Arrival | None = None
+        # Errors waiting for an older snapshot's answer, in seq order.
+        self._held_errors: deque[Outgoing] = deque()
         self._changed = asyncio.Event()
         self._answered = asyncio.Event()
         self._draining = asyncio.Event()
@@ -231,7 +253,13 @@ class Session:
                 self._end_with(NORMAL_CLOSURE, "idle", "idle")
                 return
             # Quart hands over an empty binary frame as None.
-            self._on_frame(b"" if frame is None else frame, time.monotonic())
+            frame = b"" if frame is None else frame
+            now = time.monotonic()
+            if isinstance(frame, str) and len(frame) > OFF_LOOP_PARSE_CHARS:
+                message = await asyncio.to_thread(self._parse, frame)
+            else:
+                message = self._parse(frame)
+            self._on_message(message, len(frame), now)
 
     def _end_with(self, code: int, reason: str, metric: str) -> None:
         """End the connection for a limit: close it with `code` and `reason`, unanswered."""
@@ -241,30 +269,58 @@ class Session:
         self._end.set()
         self._metrics.connections_closed.labels(metric).inc()
 
-    def _on_frame(self, frame: str | bytes, now: float) -> None:
-        """Parse a frame and make it the pending snapshot, hold it back, or answer an error."""
-        allowed = self._bucket.take(now)
+    def _parse(self, frame: str | bytes) -> Message | ProtocolError:
+        """The message in a frame, or why it is refused."""
+        try:
+            return self._parser.parse(frame)
+        except ProtocolError as error:
+            return error
+
+    def _on_message(self, message: Message | ProtocolError, size: int, now: float) -> None:
+        """Make a message the pending snapshot, hold it back, or answer an error."""
+        allowed = self._admits(now)
         if not allowed and self._persistence.refused(now):
             self._end_with(POLICY_VIOLATION, "rate limit exceeded", "rate_limited")
             return
+        # Receiving and parsing are paid for whatever comes of the message.
+        self._budget.spend(admission_cost_ms(size, 0.0), now)
         try:
-            snapshot = self._parser.parse(frame)
-            self._edit_drawing(snapshot)
+            if isinstance(message, ProtocolError):
+                raise message
+            self._edit_drawing(message)
         except ProtocolError as error:
             self._send_error(error.code, error.message, error.seq)
             return
         self._metrics.snapshots_received.labels("ws").inc()
         if self._deferred is not None:
             self._reject_deferred()
-        arrival = Arrival(snapshot, now)
+        arrival = Arrival(message, now, self._decode_cost_ms(message))
         if allowed:
-            self._offer(arrival)
+            self._admit(arrival, now)
         else:
             self._deferred = arrival
-            loop = asyncio.get_running_loop()
-            self._deferred_timer = loop.call_later(
-                self._bucket.wait_s(now), self._release_deferred
+            self._deferred_timer = asyncio.get_running_loop().call_later(
+                self._wait_s(now), self._release_deferred
             )
+
+    def _admits(self, now: float) -> bool:
+        """Whether the message and work budgets allow one more snapshot now."""
+        return self._budget.allows(now) and self._bucket.take(now)
+
+    def _wait_s(self, now: float) -> float:
+        return max(self._budget.wait_s(now), self._bucket.wait_s(now))
+
+    def _decode_cost_ms(self, message: Message) -> float:
+        """The estimated work of decoding a message: its picture, or the whole drawing."""
+        if isinstance(message, EncodedSnapshot):
+            pixels = picture_pixels(message.image, self._settings.max_pixels)
+            return pixels * DECODE_MS_PER_PIXEL
+        return DRAW_MS + self._drawing.points * DRAW_MS_PER_POINT
+
+    def _admit(self, arrival: Arrival, now: float) -> None:
+        """Spend a snapshot's decode cost and make it the pending one."""
+        self._budget.spend(arrival.decode_ms, now)
+        self._offer(arrival)
 
     def _edit_drawing(self, message: Message) -> None:
         """Apply an ink edit or a strokes message to the drawing (even when rate-limited).
@@ -288,6 +344,8 @@ class Session:
             arrival.received_at + self._debounce_s, self._first_pending_at + self._max_wait_s
         )
         self._changed.set()
+        # Errors that waited for the snapshot this one overtook may go now.
+        self._release_held_errors()
 
     def _reject_deferred(self) -> None:
         """A newer snapshot overtook the held-back one: tell the client it was rate-limited."""
@@ -296,10 +354,15 @@ class Session:
             self._deferred_timer.cancel()
             self._deferred_timer = None
         limit = self._settings.max_messages_per_s
-        self._send_error(
-            "rate_limited", f"more than {limit} messages a second", self._deferred.snapshot.seq
-        )
+        budget = self._settings.max_cost_ms_per_s
+        seq = self._deferred.snapshot.seq
         self._deferred = None
+        self._send_error(
+            "rate_limited",
+            f"over this connection's share: {limit} messages or {budget:g} ms of work a second",
+            seq,
+        )
+        self._release_held_errors()
 
     def _release_deferred(self, force: bool = False) -> None:
         """Offer the held-back snapshot once the rate allows (or at once when draining)."""
@@ -309,13 +372,12 @@ class Session:
         if self._deferred is None:
             return
         now = time.monotonic()
-        if force or self._bucket.take(now):
-            self._offer(self._deferred)
-            self._deferred = None
+        if force or self._admits(now):
+            deferred, self._deferred = self._deferred, None
+            self._admit(deferred, now)
         else:
-            loop = asyncio.get_running_loop()
-            self._deferred_timer = loop.call_later(
-                self._bucket.wait_s(now), self._release_deferred
+            self._deferred_timer = asyncio.get_running_loop().call_later(
+                self._wait_s(now), self._release_deferred
             )
 
     async def _process(self) -> None:
@@ -323,10 +385,15 @@ class Session:
         while True:
             await self._until_due()
             try:
-                prediction = await self._worker.answer(self._take, self._include_input)
+                prediction = await self._worker.answer(
+                    self._take, self._include_input, self._pending_cost_ms
+                )
             except ImageError as error:
                 assert self._in_flight is not None
                 self._send_error(error.code, error.message, self._in_flight.snapshot.seq)
+            except DecodeError as error:
+                assert self._in_flight is not None
+                self._send_error("internal", str(error), self._in_flight.snapshot.seq)
             else:
                 assert self._in_flight is not None
                 item = Outgoing(
@@ -336,6 +403,7 @@ class Session:
                     self._metrics.predictions_dropped.inc()
             finally:
                 self._in_flight = None
+                self._release_held_errors()
                 self._answered.set()
 
     async def _until_due(self) -> None:
@@ -354,6 +422,10 @@ class Session:
                     await self._changed.wait()
             except TimeoutError:
                 pass
+
+    def _pending_cost_ms(self) -> float:
+        """The estimated decode cost of the pending snapshot (for the worker's lanes)."""
+        return 0.0 if self._pending is None else self._pending.decode_ms
 
     def _take(self) -> Picture:
         """Hand the newest pending snapshot to the worker (called once a decoder is free)."""
@@ -396,7 +468,24 @@ class Session:
         await self._outbox.join()
 
     def _send_error(self, code: ErrorCode, message: str, seq: int | None) -> None:
+        """Queue an error, behind the answer of any older snapshot still waiting for one."""
         self._metrics.errors.labels(code, "ws").inc()
-        self._outbox.put_error(
-            Outgoing(seq, time.monotonic(), error_text=error_message(code, message, seq))
-        )
+        item = Outgoing(seq, time.monotonic(), error_text=error_message(code, message, seq))
+        if seq is not None and seq > self._oldest_unanswered_seq():
+            self._held_errors.append(item)
+        else:
+            self._outbox.put_error(item)
+
+    def _oldest_unanswered_seq(self) -> float:
+        """The seq of the oldest snapshot still to be answered (infinity when none)."""
+        waiting = (self._in_flight, self._pending, self._deferred)
+        return min((arrival.snapshot.seq for arrival in waiting if arrival), default=math.inf)
+
+    def _release_held_errors(self) -> None:
+        """Queue the held errors that no older snapshot's answer must precede any more."""
+        oldest = self._oldest_unanswered_seq()
+        while self._held_errors:
+            seq = self._held_errors[0].seq
+            if seq is not None and seq > oldest:
+                return
+            self._outbox.put_error(self._held_errors.popleft())

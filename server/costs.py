@@ -1,0 +1,82 @@
+"""What a message costs the server, estimated before the work is done.
+
+Admission and scheduling count cost, not messages: a strokes message at the limits or a
+picture of `max_pixels` costs a thousand times what a page's ink update does. The estimate is
+in milliseconds of one core, from what is known when a message arrives:
+- bytes parsed (the frame's size);
+- pixels decoded, read from the picture's header (PNG's is read directly; other formats
+  through Pillow's lazy open, which reads no pixel data);
+- points drawn (ink is rendered at model scale, so the pen's width costs nothing more).
+
+The constants were measured on the 2-core development machine (see `python -m bench.costs`)
+and rounded up; they only need to be right within a factor of two or so.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import struct
+from typing import Final
+
+from PIL import Image
+
+from server.images import FORMATS
+from server.protocol import EncodedSnapshot, Message
+
+# Receiving a message, the session's bookkeeping and sending its answer.
+MESSAGE_MS: Final = 0.15
+# Parsing JSON text, checking points, or base64.
+PARSE_MS_PER_BYTE: Final = 1.2e-5
+# Decoding and preprocessing a picture, per pixel of its header's size.
+DECODE_MS_PER_PIXEL: Final = 2.5e-5
+# Rendering ink at model scale, per point of the whole drawing.
+DRAW_MS_PER_POINT: Final = 1.5e-3
+DRAW_MS: Final = 0.2
+PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+# Enough base64 of a data URL for a PNG's header (signature and IHDR: 24 bytes).
+HEADER_BASE64_CHARS: Final = 44
+
+
+def picture_pixels(image: bytes | str, max_pixels: int) -> int:
+    """The pixels a picture declares (bounded by `max_pixels`, which is refused later)."""
+    header = _header_bytes(image)
+    if header.startswith(PNG_SIGNATURE) and len(header) >= 24:
+        width, height = struct.unpack(">II", header[16:24])
+        return min(int(width) * int(height), max_pixels)
+    if isinstance(image, str):
+        # Not a PNG: a JPEG's size lies after its markers, so decode the whole text.
+        try:
+            image = base64.b64decode(image.partition(",")[2] or image, validate=False)
+        except (binascii.Error, ValueError):
+            return 0
+    try:
+        with Image.open(io.BytesIO(image), formats=FORMATS) as opened:
+            width, height = opened.size
+    except Exception:
+        # Not a picture at all: it is refused as soon as decoding starts, for nothing.
+        return 0
+    return min(width * height, max_pixels)
+
+
+def decode_cost_ms(message: Message, pixels: int, drawing_points: int) -> float:
+    """The estimated work of turning a message into the model input, in milliseconds."""
+    if isinstance(message, EncodedSnapshot):
+        return pixels * DECODE_MS_PER_PIXEL
+    return DRAW_MS + drawing_points * DRAW_MS_PER_POINT
+
+
+def admission_cost_ms(frame_bytes: int, decode_ms: float) -> float:
+    """What a message costs its connection's budget: receiving, parsing and decoding it."""
+    return MESSAGE_MS + frame_bytes * PARSE_MS_PER_BYTE + decode_ms
+
+
+def _header_bytes(image: bytes | str) -> bytes:
+    if isinstance(image, bytes):
+        return image[:24]
+    text = image.partition(",")[2] if image.startswith("data:") else image
+    try:
+        return base64.b64decode(text[:HEADER_BASE64_CHARS], validate=False)
+    except (binascii.Error, ValueError):
+        return b""
