@@ -2,10 +2,12 @@
  * The drawing pad: pointer input on a <canvas>, kept as strokes.
  *
  * Owns one active pointer at a time (mouse, pen or finger), a devicePixelRatio-aware backing
- * store, the strokes as lists of [x, y, t_ms] points in CSS pixels (for undo, for redrawing
- * after a resize, for "save strokes"), the PNG pictures sent to the server, and the
- * "snapshot" events that say when to send one: at most every `throttleMs` while the pen
- * moves, and once at every pen-up, undo and clear (`detail.final` is true for those).
+ * store, the strokes as lists of [x, y, t_ms] points in CSS pixels (streamed as ink, redrawn
+ * after a resize, downloaded by "save strokes"), the PNG picture of the canvas for HTTP, and
+ * the "snapshot" events that say when the server should hear of an edit: at most every
+ * `throttleMs` while the pen moves, and once at every pen-up, undo and clear.
+ * `detail.action` is "draw", "undo" or "clear"; `detail.final` is true except for the
+ * throttled updates under a moving pen.
  * A "change" event follows every edit, so buttons can follow the number of strokes.
  */
 
@@ -60,6 +62,11 @@ export class DrawingPad extends EventTarget {
     return this.strokes.length === 0;
   }
 
+  /** Whether a pen is down on the pad, adding to its last stroke. */
+  get isDrawing() {
+    return this.activePointer !== null;
+  }
+
   /** Match the backing store to the CSS size times devicePixelRatio, keeping the drawing. */
   resize() {
     const rect = this.canvas.getBoundingClientRect();
@@ -95,7 +102,7 @@ export class DrawingPad extends EventTarget {
     this.origin = null;
     this.redraw();
     this.emitChange();
-    this.emitSnapshot(true);
+    this.emitSnapshot(true, "clear");
   }
 
   /** Remove the last stroke. */
@@ -106,7 +113,7 @@ export class DrawingPad extends EventTarget {
     if (this.strokes.length === 0) this.origin = null;
     this.redraw();
     this.emitChange();
-    this.emitSnapshot(true);
+    this.emitSnapshot(true, "undo");
   }
 
   /** The strokes as the scripted client replays them: sizes in CSS pixels, times in ms. */
@@ -122,9 +129,9 @@ export class DrawingPad extends EventTarget {
   }
 
   /**
-   * The picture to send: the strokes drawn afresh at CSS-pixel size as an opaque PNG, so a
-   * phone's 3x backing store does not triple the bytes and the server sees what the saved
-   * strokes would draw.
+   * The picture to post when the socket is down: the strokes drawn afresh at CSS-pixel size
+   * as an opaque PNG, so a phone's 3x backing store does not triple the bytes and the server
+   * sees what the streamed ink would draw.
    * @returns {Promise<Blob>}
    */
   toBlob() {
@@ -211,11 +218,13 @@ export class DrawingPad extends EventTarget {
     }, wait);
   }
 
-  emitSnapshot(final) {
+  emitSnapshot(final, action = "draw") {
     clearTimeout(this.snapshotTimer);
     this.snapshotTimer = null;
     this.lastSnapshotAt = performance.now();
-    this.dispatchEvent(new CustomEvent("snapshot", { detail: { final, empty: this.isEmpty } }));
+    this.dispatchEvent(
+      new CustomEvent("snapshot", { detail: { final, action, empty: this.isEmpty } }),
+    );
   }
 
   emitChange() {

@@ -1,7 +1,9 @@
 /**
  * Wires the page together: the drawing pad, the connection and the answer panel.
  *
- * Owns the page-wide picture tickets that order answers, the buttons (found by
+ * Owns the page-wide tickets that order answers; how an edit reaches the server (ink messages
+ * while the socket is open, the whole drawing once after each (re)connect or a refusal, a PNG
+ * over HTTP at pen-up, undo and clear while the socket is down); the buttons (found by
  * `data-action`: undo, clear, save-strokes), the document-level keys (Escape clears,
  * Ctrl/Cmd+Z undoes, whatever has focus), the file input and drag-and-drop uploads, and the
  * connection status line.
@@ -9,6 +11,7 @@
 
 import { DrawingPad } from "./canvas.js";
 import { PredictionDisplay } from "./display.js";
+import { InkSync } from "./ink.js";
 import { PredictionSocket } from "./socket.js";
 
 const STATUS_TEXT = {
@@ -17,6 +20,8 @@ const STATUS_TEXT = {
   reconnecting: "Reconnecting…",
   fallback: "Offline: answers after each stroke",
 };
+// After the server refuses a message, wait this long before sending the whole drawing again.
+const RESYNC_MS = 100;
 
 function start() {
   const pad = new DrawingPad(document.querySelector("[data-role=pad]"));
@@ -31,40 +36,30 @@ function start() {
     save: document.querySelector("[data-action=save-strokes]"),
   };
 
-  // Every picture, drawn or uploaded, gets the next ticket; the display shows only answers
-  // newer than the one it shows.
+  // Every message and picture, drawn or uploaded, gets the next ticket; the display shows
+  // only answers newer than the one it shows.
   let lastTicket = -1;
   const nextTicket = () => {
     lastTicket += 1;
     return lastTicket;
   };
 
-  // Encoding is asynchronous; one picture at a time keeps them in the order they were drawn.
-  // A snapshot requested meanwhile is folded into one more encoding afterwards.
-  let encoding = false;
-  let queued = null;
-  async function sendCanvas(final) {
-    if (encoding) {
-      queued = { final: final || (queued?.final ?? false) };
+  const ink = new InkSync(pad);
+
+  /** Tell the server of an edit: as ink over the socket, else as a picture over HTTP. */
+  function deliver(action, final) {
+    const ticket = nextTicket();
+    if (pad.isEmpty) display.showEmpty(ticket);
+    if (socket.isOpen) {
+      const message = action === "draw" ? ink.update() : ink[action]();
+      socket.send(message, { ticket, final });
       return;
     }
-    encoding = true;
-    try {
-      const ticket = nextTicket();
-      if (pad.isEmpty) display.showEmpty(ticket);
-      const blob = await pad.toBlob();
-      await socket.submit(blob, { ticket, final });
-    } finally {
-      encoding = false;
-    }
-    if (queued !== null) {
-      const next = queued;
-      queued = null;
-      sendCanvas(next.final);
-    }
+    // Offline, live updates wait: the socket sends the whole drawing once it opens.
+    if (final) pad.toBlob().then((blob) => socket.post(blob, { ticket, final }));
   }
 
-  pad.addEventListener("snapshot", (event) => sendCanvas(event.detail.final));
+  pad.addEventListener("snapshot", (event) => deliver(event.detail.action, event.detail.final));
   pad.addEventListener("change", () => updateButtons());
 
   socket.addEventListener("prediction", (event) => {
@@ -72,9 +67,32 @@ function start() {
     display.show(ticket, prediction, { final, source });
   });
   socket.addEventListener("problem", (event) => {
-    const { ticket, final, message, source } = event.detail;
+    const { ticket, final, type, code, message, source, via } = event.detail;
+    if (via === "socket") {
+      // A refused message may leave the server's ink unlike the pad's (a rate-limited append
+      // is not applied): the next message carries the whole drawing. Unless the refused one
+      // was that already, which would only be refused again, it goes soon even if the pen
+      // stays up, so that the last answer is to the drawing as it is.
+      ink.invalidate();
+      if (type !== "strokes") scheduleResync();
+    }
+    // Being rate-limited needs no words: the last message before a pause is always answered.
+    if (code === "rate_limited") return;
     display.showProblem(ticket, message, { final, source });
   });
+
+  // One resync for a burst of refusals, a moment later, when the server's budget has room.
+  let resyncTimer = null;
+  function scheduleResync() {
+    if (resyncTimer !== null) return;
+    resyncTimer = setTimeout(() => {
+      resyncTimer = null;
+      // A stroke under way sends the whole drawing with its next update anyway.
+      if (ink.synced || pad.isDrawing || !socket.isOpen) return;
+      deliver("draw", true);
+    }, RESYNC_MS);
+  }
+
   socket.addEventListener("status", (event) => showStatus(event.detail.state));
   socket.addEventListener("hello", (event) => {
     const model = event.detail.model;
@@ -85,9 +103,11 @@ function start() {
         : "";
     modelLine.textContent = `Model ${model.name} ${model.version}${accuracy}.`;
   });
-  // After a reconnect the server knows nothing of this page: the whole canvas goes again.
+  // After a (re)connect the server knows nothing of this page: the whole drawing goes once,
+  // including what was drawn while the socket was down, and ink follows it.
   socket.addEventListener("open", () => {
-    if (!pad.isEmpty) sendCanvas(true);
+    ink.reset();
+    if (!pad.isEmpty) deliver("draw", !pad.isDrawing);
   });
 
   function showStatus(state) {

@@ -2,29 +2,29 @@
  * The connection to the server: the WebSocket for live answers, HTTP for the rest.
  *
  * Owns the WebSocket to `/ws?include_input=1` on the page's own host (ws: or wss: as the
- * page), reconnecting with exponential backoff; the per-connection sequence numbers (each
- * binary frame's seq is the previous one's + 1, the first is 0); `POST /api/predict` for
- * uploads and, while the socket is not open, for the picture at each pen-up.
+ * page), reconnecting with exponential backoff; the per-connection sequence numbers (every
+ * text message carries an explicit `seq`, 0 for the first on each connection, then + 1);
+ * `POST /api/predict` for uploads and, while the socket is not open, for the picture at each
+ * pen-up, undo and clear.
  *
- * Pictures carry a page-wide `ticket` chosen by the caller, because wire seqs restart on
- * every connection and HTTP answers have none; answers come back with the ticket.
+ * Messages and pictures carry a page-wide `ticket` chosen by the caller, because wire seqs
+ * restart on every connection and HTTP answers have none; answers come back with the ticket.
  *
  * Events:
  * - "status": detail.state is "connecting", "live", "reconnecting" or "fallback"
  *   (the socket cannot connect; pen-ups are answered over HTTP);
  * - "hello": detail is the server's hello message;
- * - "open": the socket (re)connected, a good moment to send the whole canvas again;
- * - "prediction": detail is {ticket, final, prediction, via: "socket" | "http"};
- * - "problem": detail is {ticket, final, code, message}.
+ * - "open": the socket (re)connected and the server holds nothing of this page yet;
+ * - "prediction": detail is {ticket, final, type, prediction, via: "socket" | "http"};
+ * - "problem": detail is {ticket, final, type, code, message, via}, where `type` is the type
+ *   of the message the server refused (null for HTTP, or when the server could not tell
+ *   which); `rate_limited` included, which the page need not show.
  */
 
 const SOCKET_PATH = "ws?include_input=1";
 const PREDICT_PATH = "api/predict?include_input=1";
 const FIRST_RETRY_MS = 500;
 const LAST_RETRY_MS = 30000;
-// Live snapshots are skipped while this much is still queued in the browser: a slow link
-// should not build up a backlog of stale pictures. Pen-up pictures are always sent.
-const MAX_BUFFERED_BYTES = 256 * 1024;
 
 export class PredictionSocket extends EventTarget {
   /** @param {URL | string} base the page's URL; paths resolve against it */
@@ -39,7 +39,7 @@ export class PredictionSocket extends EventTarget {
     this.attempt = 0;
     this.retryTimer = null;
     this.hello = null;
-    /** @type {Map<number, {ticket: number, final: boolean}>} seq -> picture, on this connection */
+    /** @type {Map<number, {ticket: number, final: boolean, type: string}>} seq -> message sent */
     this.unanswered = new Map();
     this.nextSeq = 0;
 
@@ -124,22 +124,25 @@ export class PredictionSocket extends EventTarget {
         this.dispatchEvent(new CustomEvent("hello", { detail: message }));
         break;
       case "prediction": {
-        const picture = this.answered(message.seq);
-        if (picture === null) return;
+        const request = this.answered(message.seq);
+        if (request === null) return;
         this.dispatchEvent(
           new CustomEvent("prediction", {
-            detail: { ...picture, prediction: message, via: "socket" },
+            detail: { ...request, prediction: message, via: "socket" },
           }),
         );
         break;
       }
       case "error": {
-        const picture = this.answered(message.seq);
-        // Being rate-limited needs no words: the last picture before a pause is always answered.
-        if (message.code === "rate_limited") return;
+        const request = this.answered(message.seq);
         this.dispatchEvent(
           new CustomEvent("problem", {
-            detail: { ...(picture ?? { ticket: null, final: false }), code: message.code, message: message.message },
+            detail: {
+              ...(request ?? { ticket: null, final: false, type: null }),
+              code: message.code,
+              message: message.message,
+              via: "socket",
+            },
           }),
         );
         break;
@@ -150,45 +153,38 @@ export class PredictionSocket extends EventTarget {
     }
   }
 
-  /** The picture a seq answers; older unanswered ones were skipped by the server. */
+  /** The message a seq answers; older unanswered ones were skipped by the server. */
   answered(seq) {
     if (!Number.isInteger(seq)) return null;
-    const picture = this.unanswered.get(seq) ?? null;
+    const request = this.unanswered.get(seq) ?? null;
     for (const pending of this.unanswered.keys()) {
       if (pending <= seq) this.unanswered.delete(pending);
     }
-    return picture;
+    return request;
   }
 
   /**
-   * Send a picture of the canvas. Over the socket when it is open; otherwise, for a final
-   * picture (pen-up, undo, clear), over HTTP; live pictures wait for the socket.
-   * @param {Blob} blob
-   * @param {{ticket: number, final: boolean}} picture
+   * Send a message over the open socket with the connection's next seq.
+   * @param {{type: string}} message without a seq
+   * @param {{ticket: number, final: boolean}} request what the answer will be reported with
+   * @returns {boolean} whether it went out (false: the socket is not open)
    */
-  async submit(blob, picture) {
-    if (this.isOpen) {
-      // Sent as an ArrayBuffer: Chromium leaves Blob frames out of DevTools' frame log,
-      // and the bytes are already in memory anyway.
-      const bytes = await blob.arrayBuffer();
-      if (this.isOpen) {
-        if (!picture.final && this.socket.bufferedAmount > MAX_BUFFERED_BYTES) return;
-        const seq = this.nextSeq;
-        this.nextSeq += 1;
-        this.unanswered.set(seq, picture);
-        this.socket.send(bytes);
-        return;
-      }
-    }
-    if (picture.final) this.post(blob, picture);
+  send(message, request) {
+    if (!this.isOpen) return false;
+    const seq = this.nextSeq;
+    this.nextSeq += 1;
+    this.unanswered.set(seq, { ...request, type: message.type });
+    this.socket.send(JSON.stringify({ type: message.type, seq, ...message }));
+    return true;
   }
 
   /**
    * Post a picture or a file to `/api/predict`; the answer comes as a "prediction" event.
    * @param {Blob} blob
-   * @param {{ticket: number, final: boolean}} picture
+   * @param {{ticket: number, final: boolean, source?: string}} request
    */
-  async post(blob, picture) {
+  async post(blob, request) {
+    const picture = { ...request, type: null };
     let response;
     try {
       if (blob instanceof File) {
@@ -205,7 +201,12 @@ export class PredictionSocket extends EventTarget {
     } catch {
       this.dispatchEvent(
         new CustomEvent("problem", {
-          detail: { ...picture, code: "unreachable", message: "The server cannot be reached." },
+          detail: {
+            ...picture,
+            code: "unreachable",
+            message: "The server cannot be reached.",
+            via: "http",
+          },
         }),
       );
       return;
@@ -229,6 +230,7 @@ export class PredictionSocket extends EventTarget {
           ...picture,
           code: error.code ?? `http_${response.status}`,
           message: error.message ?? `The server answered ${response.status}.`,
+          via: "http",
         },
       }),
     );
