@@ -27,7 +27,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from model.inference import read_model_info
 from server.batching import DecodeError, InferenceWorker
 from server.config import Settings
-from server.costs import DECODE_MS_PER_PIXEL, picture_pixels
+from server.costs import picture_cost_ms
 from server.headers import SecurityHeaders
 from server.images import ImageError
 from server.metrics import CONTENT_TYPE, Metrics
@@ -187,7 +187,7 @@ def create_app(settings: Settings | None = None) -> Quart:
             picture = await read_picture(request, settings)
             metrics.snapshots_received.labels("http").inc()
             include_input = _flag(request.args.get("include_input"))
-            cost_ms = picture_pixels(picture, settings.max_pixels) * DECODE_MS_PER_PIXEL
+            cost_ms = picture_cost_ms(picture, settings.max_pixels)
             prediction = await runtime.worker.answer(
                 lambda: picture, include_input, lambda: cost_ms
             )

@@ -2,8 +2,8 @@
 
 Admission and scheduling count cost, not messages: a strokes message at the limits or a
 picture of `max_pixels` costs a thousand times what a page's ink update does. The estimate is
-in milliseconds of one core, from what is known when a message arrives:
-- bytes parsed (the frame's size);
+in milliseconds of one core, from what is known when a message arrives (the time spent
+parsing it is measured, not estimated, by the session):
 - pixels decoded, read from the picture's header (PNG's is read directly; other formats
   through Pillow's lazy open, which reads no pixel data);
 - points drawn (ink is rendered at model scale, so the pen's width costs nothing more).
@@ -23,12 +23,9 @@ from typing import Final
 from PIL import Image
 
 from server.images import FORMATS
-from server.protocol import EncodedSnapshot, Message
 
 # Receiving a message, the session's bookkeeping and sending its answer.
 MESSAGE_MS: Final = 0.15
-# Parsing JSON text, checking points, or base64.
-PARSE_MS_PER_BYTE: Final = 1.2e-5
 # Decoding and preprocessing a picture, per pixel of its header's size.
 DECODE_MS_PER_PIXEL: Final = 2.5e-5
 # Rendering ink at model scale, per point of the whole drawing.
@@ -60,16 +57,14 @@ def picture_pixels(image: bytes | str, max_pixels: int) -> int:
     return min(width * height, max_pixels)
 
 
-def decode_cost_ms(message: Message, pixels: int, drawing_points: int) -> float:
-    """The estimated work of turning a message into the model input, in milliseconds."""
-    if isinstance(message, EncodedSnapshot):
-        return pixels * DECODE_MS_PER_PIXEL
-    return DRAW_MS + drawing_points * DRAW_MS_PER_POINT
+def picture_cost_ms(image: bytes | str, max_pixels: int) -> float:
+    """The estimated work of decoding and preprocessing a picture, in milliseconds."""
+    return picture_pixels(image, max_pixels) * DECODE_MS_PER_PIXEL
 
 
-def admission_cost_ms(frame_bytes: int, decode_ms: float) -> float:
-    """What a message costs its connection's budget: receiving, parsing and decoding it."""
-    return MESSAGE_MS + frame_bytes * PARSE_MS_PER_BYTE + decode_ms
+def drawing_cost_ms(points: int) -> float:
+    """The estimated work of rendering a drawing of `points` points, in milliseconds."""
+    return DRAW_MS + points * DRAW_MS_PER_POINT
 
 
 def _header_bytes(image: bytes | str) -> bytes:

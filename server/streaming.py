@@ -36,13 +36,7 @@ from typing import Protocol
 
 from server.batching import DecodeError, InferenceWorker, Picture
 from server.config import Settings
-from server.costs import (
-    DECODE_MS_PER_PIXEL,
-    DRAW_MS,
-    DRAW_MS_PER_POINT,
-    admission_cost_ms,
-    picture_pixels,
-)
+from server.costs import MESSAGE_MS, drawing_cost_ms, picture_cost_ms
 from server.images import ImageError
 from server.ink import Drawing
 from server.metrics import Metrics
@@ -256,10 +250,10 @@ class Session:
             frame = b"" if frame is None else frame
             now = time.monotonic()
             if isinstance(frame, str) and len(frame) > OFF_LOOP_PARSE_CHARS:
-                message = await asyncio.to_thread(self._parse, frame)
+                message, parse_ms = await asyncio.to_thread(self._parse, frame)
             else:
-                message = self._parse(frame)
-            self._on_message(message, len(frame), now)
+                message, parse_ms = self._parse(frame)
+            self._on_message(message, parse_ms, now)
 
     def _end_with(self, code: int, reason: str, metric: str) -> None:
         """End the connection for a limit: close it with `code` and `reason`, unanswered."""
@@ -269,21 +263,23 @@ class Session:
         self._end.set()
         self._metrics.connections_closed.labels(metric).inc()
 
-    def _parse(self, frame: str | bytes) -> Message | ProtocolError:
-        """The message in a frame, or why it is refused."""
+    def _parse(self, frame: str | bytes) -> tuple[Message | ProtocolError, float]:
+        """The message in a frame (or why it is refused), and the CPU ms parsing took."""
+        started = time.thread_time()
         try:
-            return self._parser.parse(frame)
+            message: Message | ProtocolError = self._parser.parse(frame)
         except ProtocolError as error:
-            return error
+            message = error
+        return message, (time.thread_time() - started) * 1000.0
 
-    def _on_message(self, message: Message | ProtocolError, size: int, now: float) -> None:
+    def _on_message(self, message: Message | ProtocolError, parse_ms: float, now: float) -> None:
         """Make a message the pending snapshot, hold it back, or answer an error."""
         allowed = self._admits(now)
         if not allowed and self._persistence.refused(now):
             self._end_with(POLICY_VIOLATION, "rate limit exceeded", "rate_limited")
             return
         # Receiving and parsing are paid for whatever comes of the message.
-        self._budget.spend(admission_cost_ms(size, 0.0), now)
+        self._budget.spend(MESSAGE_MS + parse_ms, now)
         try:
             if isinstance(message, ProtocolError):
                 raise message
@@ -313,9 +309,8 @@ class Session:
     def _decode_cost_ms(self, message: Message) -> float:
         """The estimated work of decoding a message: its picture, or the whole drawing."""
         if isinstance(message, EncodedSnapshot):
-            pixels = picture_pixels(message.image, self._settings.max_pixels)
-            return pixels * DECODE_MS_PER_PIXEL
-        return DRAW_MS + self._drawing.points * DRAW_MS_PER_POINT
+            return picture_cost_ms(message.image, self._settings.max_pixels)
+        return drawing_cost_ms(self._drawing.points)
 
     def _admit(self, arrival: Arrival, now: float) -> None:
         """Spend a snapshot's decode cost and make it the pending one."""
