@@ -467,6 +467,10 @@ class Session:
         self._metrics.errors.labels(code, "ws").inc()
         item = Outgoing(seq, time.monotonic(), error_text=error_message(code, message, seq))
         if seq is not None and seq > self._oldest_unanswered_seq():
+            # Bounded like the outbox: a client that keeps sending bad messages while a
+            # slow snapshot decodes loses its oldest errors, not the server's memory.
+            if len(self._held_errors) >= self._settings.max_queued_errors:
+                self._held_errors.popleft()
             self._held_errors.append(item)
         else:
             self._outbox.put_error(item)
