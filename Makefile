@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test train bench lint clean
+.PHONY: serve test train bench bench-record lint clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,8 +23,12 @@ test: $(STAMP)  ## Lint, type-check and run the whole test suite
 train: $(STAMP)  ## Train the CNN and write every file of model/
 	$(PY) -m train
 
-bench: $(STAMP)  ## Load the server with concurrent drawers and report latency and throughput
+bench: $(STAMP)  ## Replay the page's recorded traffic against the server: load, saturation, attacks
 	$(PY) -m bench
+	$(PY) -m bench --attack
+
+bench-record: $(STAMP)  ## Record what the page sends while digits are drawn on it, for make bench
+	$(PY) -m bench.record
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
