@@ -124,6 +124,25 @@ def attack_line(name: str, phase: dict[str, Any]) -> str:
     return line
 
 
+def saturation_line(saturation: dict[str, Any]) -> str:
+    """Closed-loop throughput, beside the ceiling when there is one."""
+    line = (
+        f"saturation ({saturation['clients']} closed-loop ink clients): "
+        f"{saturation['predictions_per_s']:.0f} predictions/s"
+    )
+    if "share_of_ceiling" in saturation:
+        line += f", {100 * saturation['share_of_ceiling']:.0f} % of the ceiling"
+    line += (
+        f"; server {_cpu(saturation['server_cpu'])}, "
+        f"{saturation['server_cpu_ms_per_answer']} ms of server CPU an answer"
+    )
+    if "cpu_efficiency_vs_ceiling" in saturation:
+        line += (
+            f" ({100 * saturation['cpu_efficiency_vs_ceiling']:.0f} % of the ceiling's efficiency)"
+        )
+    return line + f"; generator {_cpu(saturation['generator_cpu'])}"
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A Markdown table, columns padded to line up in a terminal too."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
@@ -202,17 +221,7 @@ def tables(section: dict[str, Any]) -> str:
                 )
             parts.append(table(headers, rows))
             if "saturation, ink" in run:
-                saturation = run["saturation, ink"]
-                parts.append(
-                    f"saturation ({saturation['clients']} closed-loop ink clients): "
-                    f"{saturation['predictions_per_s']:.0f} predictions/s, "
-                    f"{100 * saturation.get('share_of_ceiling', 0):.0f} % of the ceiling; "
-                    f"server {_cpu(saturation['server_cpu'])}, "
-                    f"{saturation['server_cpu_ms_per_answer']} ms of server CPU an answer "
-                    f"({100 * saturation.get('cpu_efficiency_vs_ceiling', 0):.0f} % of the "
-                    "ceiling's efficiency), "
-                    f"generator {_cpu(saturation['generator_cpu'])}"
-                )
+                parts.append(saturation_line(run["saturation, ink"]))
     if "attack" in section:
         headers = [
             "attack",
