@@ -54,12 +54,6 @@ class Drawing:
     def duration_s(self) -> float:
         return self.updates[-1].at_s
 
-    def without_clear(self) -> tuple[Update, ...]:
-        """The updates of a first drawing on a connection (nothing to clear yet)."""
-        if self.updates[0].kind == "clear":
-            return self.updates[1:]
-        return self.updates
-
 
 def make_update(at_s: float, kind: str, message: dict[str, Any]) -> Update:
     """Pre-encode a message the way the page does: `{"type", "seq", ...}`, compact JSON."""
