@@ -8,15 +8,28 @@ that scaling are thickened first, so a 2 px pen line on a 1000 px canvas does no
 
 Everything here is pure NumPy/Pillow/SciPy with no I/O; training runs its augmented digits
 through `ink_to_model_input`, the same function serving uses.
+
+Serving (`to_model_input`) gives the same input as `ink_to_model_input(ink_map(image))` but
+does as little float work as it can, because a browser canvas is mostly paper:
+- a picture with no colour (black on white, any grey) is read as one 8-bit grey band, once
+  Pillow's C code has found its three bands equal; only a picture with colour keeps three;
+- a `toDataURL` PNG (black ink on transparent black) is 255 - alpha on white; other alpha is
+  composited by Pillow in 8 bits (within a grey level of the exact blend);
+- the box around the ink above the noise floor is found in integers on those 8-bit pixels,
+  and only that box becomes floats;
+- the pen-width outline and the centre of mass are plain NumPy sums, not SciPy calls whose
+  overhead dominates on small arrays.
+16-bit and float pictures take the float path throughout.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
+from PIL import Image, ImageChops
 from scipy import ndimage
 
 FIELD_SIZE = 28
@@ -35,13 +48,21 @@ NOISE_FLOOR = 0.25
 MIN_STROKE_FRACTION = 0.07
 TARGET_STROKE_FRACTION = 0.10
 INTERMEDIATE_SIZE = 80
+# Pictures in these modes are read as floats; all others as 8-bit grey or colour.
+DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+# Grey levels of slack when the ink's box is found in integers, far above float rounding.
+SLACK = 0.01
 
 FloatArray = NDArray[np.float32]
 
 
 def to_model_input(image: Image.Image) -> FloatArray | None:
-    """Return the 28x28 float32 model input for a picture, or None when it has no ink."""
-    return ink_to_model_input(ink_map(image))
+    """Return the 28x28 float32 model input for a picture, or None when it has no ink.
+
+    The same as `ink_to_model_input(ink_map(image))`, but only the box around the ink is
+    turned into floats: the box is found in integers, on the 8-bit pixels.
+    """
+    return ink_to_model_input(_ink_around_the_digit(image))
 
 
 def ink_map(image: Image.Image) -> FloatArray:
@@ -50,14 +71,8 @@ def ink_map(image: Image.Image) -> FloatArray:
     The paper colour is the median colour of the picture's border, so dark ink on light
     paper, light ink on dark paper and coloured ink on coloured paper all come out the same.
     """
-    image = _reduce(image)
-    colours = _colours_on_white(image)
-    border = np.concatenate([colours[0], colours[-1], colours[1:-1, 0], colours[1:-1, -1]], axis=0)
-    paper = np.median(border, axis=0)
-    distance = np.sqrt(np.sum(np.square(colours - paper), axis=-1))
-    # Normalised so that black on white (the largest distance in the RGB cube) is 1.
-    scale = math.sqrt(colours.shape[-1])
-    return np.asarray(np.clip(distance / scale, 0.0, 1.0), dtype=np.float32)
+    pixels = _pixels(image)
+    return _ink(pixels, _paper(pixels))
 
 
 def ink_to_model_input(ink: FloatArray) -> FloatArray | None:
@@ -66,14 +81,165 @@ def ink_to_model_input(ink: FloatArray) -> FloatArray | None:
     if strongest < EMPTY_CONTRAST:
         return None
     ink = ink / strongest
-    ink = np.where(ink >= NOISE_FLOOR, ink, 0.0).astype(np.float32)
-    rows = np.flatnonzero(ink.any(axis=1))
-    columns = np.flatnonzero(ink.any(axis=0))
+    kept = ink >= NOISE_FLOOR
+    # Multiplying by the mask is the cheapest way to zero what the noise floor drops.
+    ink = np.asarray(ink * kept, dtype=np.float32)
+    rows = np.flatnonzero(kept.any(axis=1))
+    columns = np.flatnonzero(kept.any(axis=0))
     ink = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
 
     ink = _thicken_thin_strokes(ink)
     digit = scale_into_box(ink)
     return centre_by_mass(digit)
+
+
+def _ink_around_the_digit(image: Image.Image) -> FloatArray:
+    """The ink map cut to a box that holds all ink above the noise floor (empty: no ink).
+
+    `ink_to_model_input` gives the same input for this box as for the whole map: the box
+    holds the strongest ink and everything it keeps after the noise floor.
+    """
+    pixels = _pixels(image)
+    paper = _paper(pixels)
+    if pixels.dtype != np.uint8:
+        return _ink(pixels, paper)
+    box = _ink_box(pixels, paper)
+    if box is None:
+        return np.zeros((0, 0), dtype=np.float32)
+    top, bottom, left, right = box
+    return _ink(pixels[top:bottom, left:right], paper)
+
+
+def _pixels(image: Image.Image) -> NDArray[Any]:
+    """The picture reduced and composited onto white, in the cheapest form for the ink map.
+
+    uint8 (H, W) when it has no colour, uint8 (H, W, 3) when it has, float32 (H, W, 1) in
+    [0, 1] for 16-bit and float modes. The work here is Pillow's C code and a few whole-array
+    NumPy operations on 8-bit values: no floats yet.
+    """
+    if image.mode in DEEP_MODES:
+        image = _reduce(image)
+        if image.mode in DEEP_MODES:
+            return _deep_colours(image)
+    if _has_alpha(image):
+        greyscale = image.mode in ("LA", "La") or (
+            image.mode == "P" and image.palette is not None and image.palette.mode == "L"
+        )
+        target = "LA" if greyscale else "RGBA"
+        if image.mode != target:
+            image = image.convert(target)
+        if _colour_is_black(image):
+            # Black ink on transparent black, as canvas.toDataURL gives: on white, every
+            # pixel is 255 - alpha, and the alpha band alone is reduced.
+            return np.asarray(255 - np.asarray(_reduce(image.getchannel("A"))), dtype=np.uint8)
+        # Any other ink: composited by Pillow in 8 bits, within a grey level of the exact
+        # float blend.
+        image = _reduce(image)
+        paper = Image.new(target[:-1], image.size, "white")
+        paper.paste(image, mask=image.getchannel("A"))
+        image = paper
+    else:
+        image = _reduce(image)
+    if image.mode in ("1", "L"):
+        return np.asarray(image.convert("L"))
+    colour = image.convert("RGB") if image.mode != "RGB" else image
+    red, green, blue = colour.split()
+    # Three equal bands are a picture with no colour, and any of them is its grey.
+    if (
+        ImageChops.difference(red, green).getbbox() is None
+        and ImageChops.difference(green, blue).getbbox() is None
+    ):
+        return np.asarray(green)
+    return np.asarray(colour)
+
+
+def _colour_is_black(image: Image.Image) -> bool:
+    """Whether every pixel of an LA or RGBA picture has colour 0, whatever its alpha."""
+    pixels = np.asarray(image)
+    # One little-endian word a pixel, alpha in its top byte: faster than Pillow's per-band
+    # getextrema, which copies every band first.
+    words = pixels.view("<u4" if image.mode == "RGBA" else "<u2")
+    colour = 0xFFFFFF if image.mode == "RGBA" else 0xFF
+    return not bool((words & colour).any())
+
+
+def _paper(pixels: NDArray[Any]) -> NDArray[np.float32]:
+    """The paper colour in [0, 1]: the median colour of the border, one value per band."""
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]], axis=0)
+    colours = _as_colours(border)
+    return np.asarray(np.median(colours, axis=0), dtype=np.float32)
+
+
+def _as_colours(pixels: NDArray[Any]) -> FloatArray:
+    """8-bit pixels as float colours in [0, 1]; float ones as they are."""
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) / np.float32(255.0)
+    return np.asarray(pixels, dtype=np.float32)
+
+
+def _ink(pixels: NDArray[Any], paper: NDArray[np.float32]) -> FloatArray:
+    """Distance of every pixel from the paper colour, 1 for black on white."""
+    colours = _as_colours(pixels)
+    if colours.ndim == 2:
+        # One band: the distance is the absolute difference, already in [0, 1].
+        return np.asarray(np.abs(colours - paper[0]), dtype=np.float32)
+    distance = np.sqrt(np.sum(np.square(colours - paper), axis=-1))
+    # Normalised so that black on white (the largest distance in the RGB cube) is 1.
+    scale = math.sqrt(colours.shape[-1])
+    return np.asarray(np.clip(distance / scale, 0.0, 1.0), dtype=np.float32)
+
+
+def _ink_box(
+    pixels: NDArray[np.uint8], paper: NDArray[np.float32]
+) -> tuple[int, int, int, int] | None:
+    """Top, bottom, left, right (exclusive) around the ink kept by the noise floor, or None.
+
+    Works in grey levels (or squared colour distances) on the 8-bit pixels, with a little
+    slack so that float rounding in the exact ink map never puts kept ink outside the box.
+    None when even the strongest ink is under EMPTY_CONTRAST.
+    """
+    if pixels.ndim == 2:
+        return _grey_ink_box(pixels, float(paper[0]) * 255.0)
+    # Twice the paper colour in grey levels is an integer: the median of integers.
+    twice_paper = np.rint(paper.astype(np.float64) * 510.0).astype(np.int32)
+    squared = np.zeros(pixels.shape[:2], dtype=np.int32)
+    for band in range(pixels.shape[-1]):
+        difference = pixels[..., band].astype(np.int32) * 2 - twice_paper[band]
+        squared += difference * difference
+    # Black on white is 510 doubled grey levels in each band.
+    strongest = math.sqrt(float(squared.max()))
+    if strongest < EMPTY_CONTRAST * 510.0 * math.sqrt(pixels.shape[-1]) - 2.0 * SLACK:
+        return None
+    limit = max(NOISE_FLOOR * strongest - 2.0 * SLACK, 0.0)
+    mask = squared >= math.floor(limit * limit)
+    return _bounds(np.asarray(mask.any(axis=1)), np.asarray(mask.any(axis=0)))
+
+
+def _grey_ink_box(pixels: NDArray[np.uint8], level: float) -> tuple[int, int, int, int] | None:
+    """`_ink_box` for one grey band, with the paper at `level` grey levels."""
+    # Row and column extremes are cheap 8-bit reductions: no mask of the whole picture.
+    row_darkest, row_lightest = pixels.min(axis=1), pixels.max(axis=1)
+    strongest = max(level - int(row_darkest.min()), int(row_lightest.max()) - level)
+    if strongest < EMPTY_CONTRAST * 255.0 - SLACK:
+        return None
+    limit = NOISE_FLOOR * strongest - SLACK
+    darkest_kept, lightest_kept = math.floor(level - limit), math.ceil(level + limit)
+    rows_kept = np.logical_or(row_darkest <= darkest_kept, row_lightest >= lightest_kept)
+    columns_kept = np.logical_or(
+        pixels.min(axis=0) <= darkest_kept, pixels.max(axis=0) >= lightest_kept
+    )
+    return _bounds(rows_kept, columns_kept)
+
+
+def _bounds(
+    rows_kept: NDArray[np.bool_], columns_kept: NDArray[np.bool_]
+) -> tuple[int, int, int, int]:
+    """Top, bottom, left, right (exclusive) of the marked rows and columns."""
+    rows = np.flatnonzero(rows_kept)
+    columns = np.flatnonzero(columns_kept)
+    return int(rows[0]), int(rows[-1]) + 1, int(columns[0]), int(columns[-1]) + 1
 
 
 def _reduce(image: Image.Image) -> Image.Image:
@@ -101,33 +267,24 @@ def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
 
 
-def _colours_on_white(image: Image.Image) -> FloatArray:
-    """Return the picture as float colours in [0, 1] (H, W, C), any alpha composited on white."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        values = np.asarray(image, dtype=np.float32)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-        if image.mode == "F":
-            top = max(float(values.max()), 1.0) if values.max() > 1.0 else 1.0
-        return np.asarray(np.clip(values / top, 0.0, 1.0)[..., None], dtype=np.float32)
-    if _has_alpha(image):
-        grey = image.mode in ("LA", "La") or (
-            image.mode == "P" and image.palette is not None and image.palette.mode == "L"
-        )
-        rgba = np.asarray(image.convert("LA" if grey else "RGBA"), dtype=np.float32) / 255.0
-        colour, alpha = rgba[..., :-1], rgba[..., -1:]
-        return np.asarray(colour * alpha + (1.0 - alpha), dtype=np.float32)
-    if image.mode in ("1", "L"):
-        return (np.asarray(image.convert("L"), dtype=np.float32) / 255.0)[..., None]
-    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+def _deep_colours(image: Image.Image) -> FloatArray:
+    """A 16-bit or float picture as grey values in [0, 1] (H, W, 1)."""
+    values = np.asarray(image, dtype=np.float32)
+    top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+    if image.mode == "F":
+        top = max(float(values.max()), 1.0) if values.max() > 1.0 else 1.0
+    return np.asarray(np.clip(values / top, 0.0, 1.0)[..., None], dtype=np.float32)
 
 
 def _stroke_width(ink: FloatArray) -> float:
     """Estimate the pen width in pixels: twice the ink area over its outline length."""
     mask = ink >= 0.5
-    area = int(mask.sum())
+    area = int(np.count_nonzero(mask))
     if area == 0:
         return 1.0
-    outline = int((mask & ~ndimage.binary_erosion(mask, border_value=0)).sum())
+    # The outline is what a 3x3 cross erosion removes; pixels on the edge always go.
+    inside = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    outline = area - int(np.count_nonzero(inside))
     return 2.0 * area / max(outline, 1)
 
 
@@ -172,13 +329,16 @@ def scale_into_box(ink: FloatArray) -> FloatArray:
 
 def centre_by_mass(digit: FloatArray) -> FloatArray:
     """Place a digit in the 28x28 field with its centre of mass at the field's centre."""
-    centre_row, centre_column = ndimage.center_of_mass(digit)
+    # The same sums as ndimage.center_of_mass, without its overhead on a tiny array.
+    total = digit.sum()
+    height, width = digit.shape
+    centre_row = float((digit * np.arange(height, dtype=np.float64)[:, None]).sum() / total)
+    centre_column = float((digit * np.arange(width, dtype=np.float64)[None, :]).sum() / total)
     # MNIST puts the centre of mass at pixel index 14 (measured: 13.99, 14.00).
     middle = FIELD_SIZE / 2.0
     top = round(middle - centre_row)
     left = round(middle - centre_column)
     field = np.zeros((FIELD_SIZE, FIELD_SIZE), dtype=np.float32)
-    height, width = digit.shape
     # A lopsided digit (a 7's heavy bar) may push part of its box past the edge: clip it.
     row_from, column_from = max(0, -top), max(0, -left)
     row_to = min(height, FIELD_SIZE - top)

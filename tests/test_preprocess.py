@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from PIL import Image
 from scipy import ndimage
 
-from model.preprocess import ink_to_model_input, to_model_input
+from model.preprocess import centre_by_mass, ink_map, ink_to_model_input, to_model_input
 from tests.drawing import draw_digit, encode
 
 
@@ -211,3 +211,112 @@ def test_arbitrary_pictures_give_none_or_a_valid_input(
     if result is not None:
         assert result.shape == (28, 28)
         assert np.isfinite(result).all() and result.min() >= 0.0 and result.max() <= 1.0
+
+
+def anti_aliased(digit: int, **options: object) -> Image.Image:
+    """A digit drawn at 3x and box-reduced to 280x280: grey edges like a browser canvas."""
+    big = draw_digit(digit, canvas=(840, 840), box=(120, 120, 600), line_width=60, **options)
+    return big.reduce(3)
+
+
+def defined_ink(picture: Image.Image) -> NDArray[np.float32]:
+    """The ink map as documented, all in floats: alpha on white, distance from the border."""
+    rgba = np.asarray(picture.convert("RGBA"), dtype=np.float64) / 255.0
+    colours = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:])
+    border = np.concatenate([colours[0], colours[-1], colours[1:-1, 0], colours[1:-1, -1]])
+    paper = np.median(border, axis=0)
+    distance = np.sqrt(np.square(colours - paper).sum(axis=-1)) / np.sqrt(3.0)
+    return distance.astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("mode", "ink", "paper", "tolerance"),
+    [
+        ("L", (0,), (255,), 1e-5),
+        ("RGB", (0, 0, 0), (255, 255, 255), 1e-5),
+        ("RGB", (230, 230, 230), (40, 40, 40), 1e-5),
+        ("RGB", (200, 60, 60), (60, 140, 60), 1e-5),
+        ("RGBA", (0, 0, 0, 255), (0, 0, 0, 0), 1e-5),
+        ("LA", (0, 255), (0, 0), 1e-5),
+        # Coloured ink over transparency is composited in 8 bits, within a grey level.
+        ("RGBA", (20, 20, 200, 255), (255, 255, 255, 0), 1e-3),
+        ("RGBA", (90, 90, 90, 200), (255, 0, 0, 0), 1e-3),
+    ],
+)
+def test_fast_paths_give_the_float_definition(
+    mode: str, ink: tuple[int, ...], paper: tuple[int, ...], tolerance: float
+) -> None:
+    """The grey, alpha and integer-crop shortcuts give the input of the all-float definition."""
+    picture = anti_aliased(7, mode=mode, ink=ink, paper=paper)
+    expected = ink_to_model_input(defined_ink(picture))
+    assert expected is not None
+    assert float(np.abs(model_input(picture) - expected).max()) < tolerance
+
+
+def test_grey_rgb_picture_gives_the_same_input_as_greyscale() -> None:
+    """A colourless RGB picture and the same picture in mode L give the very same input."""
+    picture = anti_aliased(4, mode="L", ink=(30,), paper=(225,))
+    assert np.array_equal(model_input(picture.convert("RGB")), model_input(picture))
+
+
+@pytest.mark.parametrize(
+    "ink", [(0, 0, 0, 255), (20, 20, 200, 255), (90, 90, 90, 160)], ids=["black", "blue", "grey"]
+)
+def test_transparent_picture_gives_the_input_of_its_composite_on_white(
+    ink: tuple[int, ...],
+) -> None:
+    """RGBA ink on a transparent canvas gives the input of that canvas composited onto white."""
+    picture = anti_aliased(7, mode="RGBA", ink=ink, paper=(0, 0, 0, 0))
+    white = Image.new("RGBA", picture.size, (255, 255, 255, 255))
+    composite = Image.alpha_composite(white, picture).convert("RGB")
+    assert float(np.abs(model_input(picture) - model_input(composite)).max()) < 1e-3
+
+
+def test_colour_ink_on_a_transparent_canvas(reference: NDArray[np.float32]) -> None:
+    """A red pen on a canvas left transparent black still gives the reference input."""
+    picture = draw_digit(7, ink=(220, 0, 0, 255), paper=(0, 0, 0, 0), mode="RGBA")
+    assert difference(model_input(picture), reference) < 0.03
+
+
+def test_colour_ink_of_the_papers_grey_level(reference: NDArray[np.float32]) -> None:
+    """Ink whose grey equals the paper's is found by its colour: no grey shortcut loses it."""
+    picture = draw_digit(7, ink=(190, 100, 110), paper=(128, 128, 128))
+    assert to_model_input(picture.convert("L")) is None
+    assert difference(model_input(picture), reference) < 0.03
+
+
+def test_centre_by_mass_places_a_digit_where_scipy_puts_its_centre() -> None:
+    """A digit is shifted by exactly round(14 - ndimage.center_of_mass), as before."""
+    generator = np.random.default_rng(3)
+    for _ in range(20):
+        digit = generator.random((20, int(generator.integers(4, 21)))).astype(np.float32)
+        digit[digit < 0.6] = 0.0
+        row, column = ndimage.center_of_mass(digit)
+        top, left = round(14.0 - row), round(14.0 - column)
+        expected = np.zeros((28, 28), dtype=np.float32)
+        expected[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
+        assert np.array_equal(centre_by_mass(digit), expected)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    mode=st.sampled_from(["L", "RGB", "RGBA", "LA", "P", "CMYK"]),
+    width=st.integers(1, 48),
+    height=st.integers(1, 48),
+    ink_fraction=st.sampled_from([0.02, 0.2, 1.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_integer_crop_gives_the_same_input_as_the_whole_ink_map(
+    mode: str, width: int, height: int, ink_fraction: float, seed: int
+) -> None:
+    """Cropping to the ink in integers first changes nothing: same as the whole float map."""
+    generator = np.random.default_rng(seed)
+    noise = generator.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    paper = noise[0, 0]
+    pixels = np.where(generator.random((height, width, 1)) < ink_fraction, noise, paper)
+    picture = Image.fromarray(pixels.astype(np.uint8)).convert(mode)
+    cropped = to_model_input(picture)
+    whole = ink_to_model_input(ink_map(picture))
+    assert (cropped is None) == (whole is None)
+    if cropped is not None and whole is not None:
+        assert np.array_equal(cropped, whole)
