@@ -14,6 +14,7 @@ import httpx
 import pytest
 from PIL import Image, ImageOps
 
+from model import METRICS_PATH
 from server.config import MIB, WEB_DIR
 from tests.conftest import TIMEOUT_S, RunningServer
 from tests.drawing import encode
@@ -115,12 +116,15 @@ def test_metrics_are_prometheus_text(client: httpx.Client) -> None:
 
 
 def test_model_description(client: httpx.Client) -> None:
-    """`/api/model` names the model, its input, classes and test accuracy."""
+    """`/api/model` gives the name, version and test accuracy `model/metrics.json` states."""
+    stated = json.loads(METRICS_PATH.read_text())
     answer = json_answer(client.get("/api/model"))
-    assert isinstance(answer["name"], str) and isinstance(answer["version"], str)
+    # Not merely a fraction: 0.0 is what a server that could not read metrics.json says.
+    assert answer["test_accuracy"] == stated["test_accuracy"]
+    assert answer["name"] == stated["name"]
+    assert answer["version"] == stated["version"]
     assert answer["input"] == [28, 28, 1]
     assert answer["classes"] == list(range(10))
-    assert 0.0 <= answer["test_accuracy"] <= 1.0
 
 
 @pytest.mark.parametrize("digit", [0, 1, 7])
@@ -178,11 +182,24 @@ def test_empty_canvas_is_empty(client: httpx.Client, transparent: bool) -> None:
     assert_still_serving(client)
 
 
-def test_one_pixel_picture_is_accepted(client: httpx.Client) -> None:
-    """Any decodable picture of at least 1x1 pixel is accepted."""
-    one_pixel = encode(Image.new("L", (1, 1), 0))
+@pytest.mark.parametrize(
+    ("mode", "colour"),
+    [("L", 255), ("L", 0), ("RGBA", (0, 0, 0, 0))],
+    ids=["white", "black", "transparent"],
+)
+def test_one_pixel_picture_is_accepted(
+    client: httpx.Client, mode: str, colour: int | tuple[int, ...]
+) -> None:
+    """A 1x1 picture is accepted, and answered empty: one colour is paper with no ink.
+
+    Ink is what differs from the paper, in either polarity, so a picture of a single colour,
+    white or black, is as blank as an untouched transparent canvas.
+    """
+    one_pixel = encode(Image.new(mode, (1, 1), colour))
     answer = json_answer(client.post("/api/predict", content=one_pixel, headers=PNG))
-    assert isinstance(answer["empty"], bool)
+    assert answer["empty"] is True, answer
+    assert answer["digit"] is None and answer["confidence"] is None
+    assert answer["probabilities"] is None
 
 
 def test_include_input_adds_the_model_input(client: httpx.Client) -> None:

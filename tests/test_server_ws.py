@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import random
 import re
+import socket as stdlib_socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -293,21 +296,119 @@ async def test_bad_input_does_not_touch_other_connections(server: RunningServer)
         await assert_recovers(bad, server, 1000)
 
 
+# A client that does not read, flooded until answers are dropped: at most this many
+# snapshots, stopping once this many answers were dropped. Its socket is made small so that
+# the kernel holds a few hundred answers (about 0.8 kB each with the model input, sent
+# uncompressed) rather than megabytes: a 4 kB receive buffer, and 536-byte segments, which
+# keep Linux from growing the server's send buffer to the 4 MB it allows on loopback.
+SLOW_RECEIVE_BUFFER_BYTES = 4096
+SLOW_SEGMENT_BYTES = 536
+FLOOD_SNAPSHOTS = 2000
+FLOOD_DROPS = 50
+# 50 snapshots a second: under the rate limit, and far enough apart to be answered one by one.
+FLOOD_INTERVAL_S = 0.02
+# Semantic 2: the other client's answers come "well within a second at light load".
+PROMPT_S = TIMEOUT_S / 10
+
+
+def wobbly_strokes(seq: int) -> str:
+    """A strokes message for `seq`: 0, 1, 4 or 7, each point moved at random by up to 8 px.
+
+    Every one is a different drawing with a different model input; moving the whole digit
+    would not do, as preprocessing centres it again.
+    """
+    message = strokes_message((0, 1, 4, 7)[seq % 4], seq)
+    wobble = random.Random(seq)
+    strokes = message["strokes"]
+    assert isinstance(strokes, list)
+    message["strokes"] = [
+        [[x + wobble.uniform(-8, 8), y + wobble.uniform(-8, 8)] for x, y in stroke]
+        for stroke in strokes
+    ]
+    return json.dumps(message)
+
+
+@asynccontextmanager
+async def not_reading(server: RunningServer, query: str = "") -> AsyncIterator[ClientConnection]:
+    """A connection with small buffers that reads its hello, then nothing until `recv()`.
+
+    `max_queue=1` makes the client library stop reading the socket once one message waits;
+    it sends no pings, as they would need the server's pongs read, and asks for no
+    compression, which would shrink similar answers to a few bytes each.
+    """
+    raw = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_STREAM)
+    raw.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, SLOW_RECEIVE_BUFFER_BYTES)
+    raw.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_MAXSEG, SLOW_SEGMENT_BYTES)
+    raw.connect(("127.0.0.1", server.port))
+    async with connect(
+        server.ws_url + query, sock=raw, open_timeout=TIMEOUT_S,
+        max_queue=1, ping_interval=None, compression=None,
+    ) as socket:
+        assert (await receive(socket))["type"] == "hello"
+        yield socket
+
+
+async def draw_and_time(socket: ClientConnection, stop: asyncio.Event) -> list[float]:
+    """Draw a snapshot every 50 ms until `stop`; returns how long each answer took."""
+    waits = []
+    seq = 0
+    while not stop.is_set():
+        started = time.monotonic()
+        await socket.send(snapshot(seq, SEVEN if seq % 2 else ONE))
+        assert_prediction(await answer_to(socket, seq), seq)
+        waits.append(time.monotonic() - started)
+        seq += 1
+        await asyncio.sleep(0.05)
+    return waits
+
+
 async def test_client_that_stops_reading_delays_nobody(server: RunningServer) -> None:
-    """Semantic 6: a client not reading its answers does not slow another's."""
-    # max_queue=1: the client library stops reading the socket once one message waits.
-    async with connected(server, max_queue=1) as (slow, _), connected(server) as (fast, _):
-        for seq in range(40):
-            await slow.send(SEVEN)
-            if seq % 8 == 0:
-                await fast.send(snapshot(seq))
-                assert_prediction(await answer_to(fast, seq), seq)
-            await asyncio.sleep(0.01)
+    """Semantic 6: a client that stops reading is kept to its newest answer, delaying nobody.
+
+    It asks for the model input with every answer and sends distinct drawings until its
+    buffers are full and answers are dropped, while another client keeps drawing. Then every
+    prediction made meanwhile was sent, dropped, or is one of at most two held for the slow
+    client: the one its blocked send holds and the newest, queued.
+    """
+    names = (
+        "digits_decode_seconds_count",
+        'digits_predictions_sent_total{transport="ws"}',
+        "digits_predictions_dropped_total",
+    )
+    before = [await metric(server, name) for name in names]
+
+    async def made_sent_dropped() -> list[float]:
+        return [await metric(server, name) - then for name, then in zip(names, before, strict=True)]
+
+    async with not_reading(server, "?include_input=1") as slow, connected(server) as (fast, _):
+        stop = asyncio.Event()
+        drawing = asyncio.create_task(draw_and_time(fast, stop))
+        try:
+            for last in range(FLOOD_SNAPSHOTS):
+                await slow.send(wobbly_strokes(last))
+                await asyncio.sleep(FLOOD_INTERVAL_S)
+                if last % 20 == 19 and (await made_sent_dropped())[2] >= FLOOD_DROPS:
+                    break
+        finally:
+            stop.set()
+            waits = await drawing
+        assert waits and max(waits) < PROMPT_S, f"the drawing client waited {max(waits):.3f} s"
+        # The snapshot pending when the flood stopped is answered within moments.
+        made, sent, dropped = await made_sent_dropped()
+        deadline = time.monotonic() + TIMEOUT_S / 5
+        while made - sent - dropped > 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            made, sent, dropped = await made_sent_dropped()
+        assert made - sent - dropped <= 2, (
+            f"after {last + 1} snapshots, {made:g} predictions made, {sent:g} sent and"
+            f" {dropped:g} dropped: {made - sent - dropped:g} held for a client that does not read"
+        )
+        assert dropped >= FLOOD_DROPS, f"the flood filled no buffer ({dropped:g} dropped)"
         # When the slow client reads at last, its answers are in order, ending with its last.
-        messages = await until_seq(slow, 39)
+        messages = await until_seq(slow, last)
         seqs = [message["seq"] for message in messages]
         assert seqs == sorted(set(seqs))
-        assert_prediction(messages[-1], 39)
+        assert_prediction(messages[-1], last)
 
 
 # --- errors -------------------------------------------------------------------------------
