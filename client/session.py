@@ -8,6 +8,10 @@ Sequence numbers start at 0 and go up by one per message, text or binary, which 
 the seq the server assigns to a binary frame, so both kinds can be mixed freely. One
 exception mirrors the server: a text frame over the hello's `max_bytes` is refused unread
 (its error has `seq: null`) and does not move the sequence on, so it does not move ours.
+
+`wait_for` matches answers to messages by seq, not by order: an error about a later message
+that arrives first (servers before protocol v2 could send one ahead of an older prediction)
+is kept, and handed to whoever reads or waits for it next.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -72,6 +77,9 @@ class DigitsClient:
         self._url = url
         self._timeout = timeout
         self._last_seq = -1
+        # Errors about later messages, read by `wait_for` while it waited for an earlier
+        # one, in the order they arrived.
+        self._kept_errors: deque[ServerError] = deque()
 
     @classmethod
     async def open(
@@ -174,24 +182,45 @@ class DigitsClient:
         return _Predictions(self, idle_timeout)
 
     async def wait_for(self, seq: int, timeout: float | None = None) -> Prediction:
-        """The answer to the message with this seq, skipping older answers.
+        """The answer to the message with this seq, matched by seq whatever the order.
 
         The server may skip a picture overtaken by a newer one, so any prediction with a seq
         at least this one answers it. An error for this seq (or one with no seq) raises
-        `ServerError`; errors about older messages are skipped like their predictions.
+        `ServerError`. An error about a later message is kept for its own `wait_for` (or the
+        next `receive`); errors and predictions about older messages are skipped. A picture
+        overtaken by a newer one that then fails is never answered: wait for the newest.
         """
+        kept, self._kept_errors = self._kept_errors, deque()
+        while kept:
+            try:
+                prediction = self._match(kept.popleft(), seq)
+            except ServerError:
+                self._kept_errors.extend(kept)
+                raise
+            if prediction is not None:
+                self._kept_errors.extend(kept)
+                return prediction
         limit = self._timeout if timeout is None else timeout
         try:
             async with asyncio.timeout(limit):
                 while True:
-                    answer = await self.next_answer(None)
-                    if isinstance(answer, ServerError):
-                        if answer.seq is None or answer.seq >= seq:
-                            raise answer
-                    elif answer.seq is not None and answer.seq >= seq:
-                        return answer
+                    prediction = self._match(await self._read_answer(None), seq)
+                    if prediction is not None:
+                        return prediction
         except TimeoutError:
             raise ProtocolTimeout(f"no answer to seq {seq} within {limit:g} s") from None
+
+    def _match(self, answer: Prediction | ServerError, seq: int) -> Prediction | None:
+        """The prediction that answers `seq`, or None; raise its error, keep later errors."""
+        if isinstance(answer, ServerError):
+            if answer.seq is None or answer.seq == seq:
+                raise answer
+            if answer.seq > seq:
+                self._kept_errors.append(answer)
+            return None
+        if answer.seq is not None and answer.seq >= seq:
+            return answer
+        return None
 
     async def predict(
         self, source: ImageSource, *, timeout: float | None = None
@@ -208,7 +237,16 @@ class DigitsClient:
         return await self.wait_for(seq, timeout)
 
     async def next_answer(self, timeout: float | None) -> Prediction | ServerError:
-        """The next answer as it comes, a prediction or an error (`None`: no time limit)."""
+        """The next answer, a prediction or an error (`None`: no time limit).
+
+        Errors that `wait_for` kept for later messages come first, in the order they came.
+        """
+        if self._kept_errors:
+            return self._kept_errors.popleft()
+        return await self._read_answer(timeout)
+
+    async def _read_answer(self, timeout: float | None) -> Prediction | ServerError:
+        """The next answer from the socket."""
         try:
             async with asyncio.timeout(timeout):
                 message = await self._connection.recv()

@@ -6,11 +6,14 @@ import io
 import itertools
 import json
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
+from websockets.asyncio.server import ServerConnection, serve
 
 from client import (
     ConnectionFailed,
@@ -23,6 +26,7 @@ from client import (
 from client.cli import main
 from client.errors import RecordingError
 from client.recording import SEND_INTERVAL_MS, load_recording, parse_recording, replay_schedule
+from model import METRICS_PATH
 from tests.conftest import TIMEOUT_S, RunningServer, free_port
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "client" / "examples"
@@ -88,7 +92,9 @@ async def test_connect_reads_hello(server: RunningServer) -> None:
         hello = client.hello
     assert hello.model.classes == tuple(range(10))
     assert hello.model.input == (28, 28, 1)
-    assert 0.0 <= hello.model.test_accuracy <= 1.0
+    # The figure metrics.json states, not merely a fraction: a server that cannot read the
+    # file says 0.0.
+    assert hello.model.test_accuracy == json.loads(METRICS_PATH.read_text())["test_accuracy"]
     assert min(hello.max_bytes, hello.max_pixels, hello.max_messages_per_s) > 0
 
 
@@ -179,6 +185,67 @@ async def test_oversized_text_snapshot_keeps_sequence_in_step(
         prediction = await client.predict(seven_png)
     assert (raised.value.code, raised.value.seq) == ("too_large", None)
     assert prediction.seq == 0 and prediction.digit == 7
+
+
+# What the stand-in server below says first: a hello as protocol v1 has it.
+STAND_IN_HELLO = {
+    "type": "hello",
+    "model": {
+        "name": "stand-in", "version": "0", "input": [28, 28, 1],
+        "classes": list(range(10)), "test_accuracy": 0.99,
+    },
+    "debounce_ms": 15, "max_wait_ms": 100, "max_bytes": 1024,
+    "max_pixels": 4096, "max_messages_per_s": 200,
+}
+
+
+@asynccontextmanager
+async def error_first_server() -> AsyncIterator[str]:
+    """A local WebSocket server that answers two messages, the second's error first.
+
+    It reads seqs 0 and 1, then sends the error about 1 before the prediction for 0, as a v1
+    server could when it refused the second message at once while the first still waited
+    for the model. Yields its URL.
+    """
+
+    async def answer_backwards(connection: ServerConnection) -> None:
+        await connection.send(json.dumps(STAND_IN_HELLO))
+        for _ in range(2):
+            await connection.recv()
+        await connection.send(json.dumps(
+            {"type": "error", "seq": 1, "code": "bad_image", "message": "not a decodable image"}
+        ))
+        probabilities = [0.01] * 10
+        probabilities[7] = 0.91
+        await connection.send(json.dumps({
+            "type": "prediction", "seq": 0, "digit": 7, "confidence": 0.91,
+            "probabilities": probabilities, "empty": False, "latency_ms": 3.0,
+        }))
+        await connection.wait_closed()
+
+    async with serve(answer_backwards, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/ws"
+
+
+@pytest.mark.parametrize("read_second", ["wait_for", "receive"])
+async def test_answers_are_matched_by_seq_whatever_the_order(read_second: str) -> None:
+    """An error about seq 1 that overtakes seq 0's prediction is kept for whoever reads it next.
+
+    `wait_for(0)` returns the prediction for 0 rather than raising the error about 1, which
+    `wait_for(1)` (or the next `receive()`) then raises.
+    """
+    async with error_first_server() as url, DigitsClient.connect(url, timeout=TIMEOUT_S) as client:
+        first = await client.send_bytes(b"a picture")
+        second = await client.send_bytes(b"not a picture")
+        prediction = await client.wait_for(first)
+        with pytest.raises(ServerError) as raised:
+            if read_second == "wait_for":
+                await client.wait_for(second)
+            else:
+                await client.receive()
+    assert (prediction.seq, prediction.digit) == (0, 7)
+    assert (raised.value.seq, raised.value.code) == (1, "bad_image")
 
 
 def test_http_error_answer(server: RunningServer, not_an_image: Path) -> None:
