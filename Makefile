@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test train bench bench-record lint clean
+.PHONY: serve test system-packages train bench bench-record lint clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,10 @@ $(STAMP): requirements.txt requirements-dev.txt
 serve: $(STAMP)  ## Serve the committed model on http://127.0.0.1:8000
 	$(PY) -m server
 
-test: $(STAMP)  ## Lint, type-check and run the whole test suite
+system-packages:  ## Install what the tests need from the system (chromium, nginx, npm), if missing
+	PYTHON=$(PYTHON) scripts/install-system-packages
+
+test: system-packages $(STAMP)  ## Lint, type-check and run the whole test suite
 	$(PY) -m ruff check model server client train bench tests
 	$(PY) -m mypy
 	$(PY) -m pytest

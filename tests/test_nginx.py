@@ -3,7 +3,8 @@
 The test renders deploy/nginx.conf itself, substituting only the example backend addresses,
 the listen port and the log paths, and includes it in a minimal main configuration (the part
 Debian's /etc/nginx/nginx.conf plays in production) whose paths all lie under the test's
-temporary folder. Skipped only where nginx is not installed; CI installs it.
+temporary folder. Where nginx is not installed the tests fail, saying so: `make test` and CI
+install it with `scripts/install-system-packages`.
 """
 
 from __future__ import annotations
@@ -35,10 +36,7 @@ NGINX = shutil.which(
 )
 SITE_PATH = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx)"),
-]
+pytestmark = pytest.mark.slow
 
 # What Debian's /etc/nginx/nginx.conf provides around a site file, with every path of its own.
 MAIN_CONFIG = """\
@@ -198,6 +196,12 @@ def balancer(
     server_factory: Callable[..., RunningServer], tmp_path: Path
 ) -> Iterator[Balancer]:
     """nginx with the shipped site in front of two fresh servers; stopped before them."""
+    if NGINX is None:
+        pytest.fail(
+            "nginx is not installed (looked on PATH, in /usr/sbin and /usr/local/sbin):"
+            " run scripts/install-system-packages, as `make test` does",
+            pytrace=False,
+        )
     backends = (server_factory(), server_factory())
     running = start_nginx(tmp_path / "nginx", backends)
     yield running
