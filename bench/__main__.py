@@ -41,7 +41,16 @@ import psutil
 
 from bench import attack, measure, report
 from bench.drawings import FIXTURE_PATH, Drawing, describe, load_drawings, slowed, socket_query
-from bench.load import Health, Replay, Schedule, Tally, probe_health, run_drawers, run_saturation
+from bench.load import (
+    Health,
+    Replay,
+    Schedule,
+    Tally,
+    probe_health,
+    process_id,
+    run_drawers,
+    run_saturation,
+)
 from bench.server_process import ROOT, RunningServer, start_server
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results.json"
@@ -291,9 +300,9 @@ async def measure_server(
                 ink,
                 [
                     Schedule(
-                        connect_at=time.monotonic() + 0.5,
-                        first_drawing_at=time.monotonic() + 1.0,
-                        end_at=time.monotonic() + 1.0 + options.idle_s,
+                        connect_at=time.monotonic() + 1.0,
+                        first_drawing_at=time.monotonic() + 1.5,
+                        end_at=time.monotonic() + 1.5 + options.idle_s,
                         rest_s=REST_S,
                     )
                 ],
@@ -336,8 +345,17 @@ async def measure_server(
 
 
 def spawn_pool(workers: int) -> ProcessPoolExecutor:
-    """Generator processes: spawned, so that they import only what they run."""
-    return ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"))
+    """Generator processes, started and ready before any clock runs.
+
+    Spawned, so that they import only what they run; a process still starting up would send
+    its first drawings late and in a burst.
+    """
+    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"))
+    started: set[int] = set()
+    while len(started) < workers:
+        tasks = [pool.submit(process_id, 0.05) for _ in range(workers)]
+        started.update(task.result() for task in tasks)
+    return pool
 
 
 def load_run(options: Options, drawings: list[Drawing], results: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import time
 from collections import Counter, deque
@@ -183,6 +184,12 @@ class Drawer:
             async with asyncio.timeout(timeout_s):
                 await self.settled.wait()
         self.tally.drawings_unanswered += sum(last is not None for _, _, last in self.pending)
+
+
+def process_id(pause_s: float) -> int:
+    """This process's id, after a pause that leaves the next task to another process."""
+    time.sleep(pause_s)
+    return os.getpid()
 
 
 async def sleep_until(moment: float) -> float:
