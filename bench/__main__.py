@@ -145,6 +145,8 @@ async def scenario(
         "server_memory": memory.summary(),
         "server_cpu": measure.share(server_cpu.cpu_s, wall_s),
         "server_cpu_s": round(server_cpu.cpu_s, 2),
+        # The event loop's process alone (with --workers N, the parent that only supervises).
+        "server_main_process_cpu": measure.share(server_cpu.own_cpu_s, wall_s),
         "generator_cpu": measure.share(generator_cpu_s, wall_s),
         "machine_busy": round(busy, 3),
         "wall_s": round(wall_s, 1),
@@ -182,6 +184,7 @@ def drawer_result(
         "answers_per_s": round(tally.answers / drawing_s, 1),
         "update_latency_ms": measure.percentiles(tally.update_latencies_ms),
         "last_update_latency_ms": measure.percentiles(tally.last_update_latencies_ms),
+        "server_reported_latency_ms": measure.percentiles(tally.server_latencies_ms),
         "drawings": tally.drawings,
         "last_update_answered": tally.drawings_answered,
         "last_update_overtaken": tally.drawings_overtaken,

@@ -49,6 +49,8 @@ class Tally:
 
     update_latencies_ms: list[float] = field(default_factory=list)
     last_update_latencies_ms: list[float] = field(default_factory=list)
+    # The server's own `latency_ms` (from receiving the answered update to sending the answer).
+    server_latencies_ms: list[float] = field(default_factory=list)
     send_lag_ms: list[float] = field(default_factory=list)
     updates_sent: int = 0
     answers: int = 0
@@ -151,6 +153,7 @@ class Drawer:
                 kind = payload.get("type")
                 if kind == "prediction":
                     tally.answers += 1
+                    tally.server_latencies_ms.append(payload.get("latency_ms", float("nan")))
                     self.cover(payload["seq"], payload.get("digit"), now)
                 elif kind == "error":
                     tally.errors[str(payload.get("code"))] += 1

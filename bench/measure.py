@@ -95,6 +95,7 @@ class CpuMeter:
         self._started: dict[int, float] = {}
         self._began = 0.0
         self.cpu_s = 0.0
+        self.own_cpu_s = 0.0  # The process itself, without its children.
         self.wall_s = 0.0
 
     def _times(self) -> dict[int, float]:
@@ -115,6 +116,8 @@ class CpuMeter:
         ended = self._times()
         self.wall_s = time.monotonic() - self._began
         self.cpu_s = sum(used - self._started.get(pid, 0.0) for pid, used in ended.items())
+        pid = self.process.pid
+        self.own_cpu_s = ended.get(pid, 0.0) - self._started.get(pid, 0.0)
 
 
 def share(cpu_s: float, wall_s: float) -> dict[str, float]:
