@@ -31,7 +31,14 @@ METHOD = (
     "is closed loop: each client sends its next recorded update as soon as the previous one "
     "is answered. The ceiling renders the same ink states as the server does "
     "(server.decoding.prepare) and runs the model in batches of 64, one process per core, no "
-    "network."
+    "network. The 1,000-drawer case: drawers connect at 200/s, each draws one recorded digit "
+    "at a random moment within 10 s, then stays connected 9-11 s. --attack: a victim draws "
+    "ink at 10 updates/s (two recorded updates merged into one) for 20 s on a fresh server, "
+    "alone, then beside each attack and all together: strokes messages at every limit "
+    "(4096x4096, line width 200, 20,000 points, 819,597 bytes) from 2 connections at 20/s "
+    "each; 4096x4096 PNGs (67 kB) as binary frames from 2 connections at 20/s each; 32 HTTP "
+    "clients posting to /api/predict in a closed loop (half page-format 440x440 PNGs, half "
+    "the 4096x4096 one). Attackers read every answer and reconnect at once when closed."
 )
 
 
