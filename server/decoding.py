@@ -22,19 +22,18 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.connection import wait
 from typing import Literal
 
-from PIL import Image
-
 from model.preprocess import FloatArray, to_model_input
+from model.strokes import strokes_to_model_input
 from server.images import ImageError, decode_text, open_image
 from server.predictions import input_png
 from server.protocol import StrokesSnapshot
-from server.strokes import draw_strokes
 
 logger = logging.getLogger(__name__)
 
@@ -73,18 +72,28 @@ class Decoded:
 
 def prepare(picture: Picture, limits: DecodeLimits, include_input: bool) -> Prepared:
     """Decode and preprocess one picture; raises ImageError."""
-    image: Image.Image
+    preprocess: Callable[[], FloatArray | None]
     if isinstance(picture, StrokesSnapshot):
-        image = draw_strokes(picture)
+        # Ink is drawn straight into the model input: it never becomes a canvas-sized picture.
+        described = f"{len(picture.strokes)} strokes on a {picture.width}x{picture.height} canvas"
+        preprocess = partial(
+            strokes_to_model_input,
+            picture.strokes,
+            picture.width,
+            picture.height,
+            picture.line_width,
+        )
     else:
         data = picture if isinstance(picture, bytes) else decode_text(picture, limits.max_bytes)
         image = open_image(data, limits.max_pixels)
+        described = f"a {image.width}x{image.height} {image.mode} picture"
+        preprocess = partial(to_model_input, image)
     try:
-        model_input = to_model_input(image)
+        model_input = preprocess()
     except Exception:
         # A picture that decoded yet breaks preprocessing is a bug worth a traceback, but it
         # is still only this client's picture: it gets an error, the server carries on.
-        logger.exception("preprocessing failed for a %sx%s %s picture", *image.size, image.mode)
+        logger.exception("preprocessing failed for %s", described)
         raise ImageError("bad_image", "the picture could not be processed") from None
     return Prepared(model_input, input_png(model_input) if include_input else None)
 

@@ -1,7 +1,9 @@
 """Pictures and messages for the server tests: drawn digits as strokes, blanks and bombs.
 
-Digits come from `tests.drawing.DIGIT_PATHS`; strokes are rendered with the server's own
-`draw_strokes`, so a strokes message and the picture posted over HTTP are the same drawing.
+Digits come from `tests.drawing.DIGIT_PATHS`. The picture of a digit is its strokes message
+drawn on the full canvas by `tests.drawing.draw_strokes`: one drawing, two renderings (the
+server draws a strokes message straight into the model input), so their answers agree
+closely but not exactly.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ import zlib
 
 from PIL import Image
 
-from server.protocol import StrokesSnapshot
-from server.strokes import draw_strokes
-from tests.drawing import DIGIT_PATHS, encode
+from tests.drawing import DIGIT_PATHS, draw_strokes, encode
 
 CANVAS_SIZE = 280
 # The digit's box on the canvas: left, top and side, in canvas pixels.
@@ -41,11 +41,9 @@ def strokes_message(digit: int | None, seq: int) -> dict[str, object]:
 
 
 def digit_image(digit: int) -> Image.Image:
-    """A digit exactly as the server draws its strokes message: black on white."""
-    strokes = tuple(
-        tuple((x, y) for x, y in stroke) for stroke in digit_strokes(digit)
-    )
-    return draw_strokes(StrokesSnapshot(0, CANVAS_SIZE, CANVAS_SIZE, LINE_WIDTH, strokes))
+    """The canvas of a digit's strokes message: black on white, round caps and joins."""
+    strokes = [[(x, y) for x, y in stroke] for stroke in digit_strokes(digit)]
+    return draw_strokes(strokes, CANVAS_SIZE, CANVAS_SIZE, LINE_WIDTH)
 
 
 def digit_png(digit: int) -> bytes:

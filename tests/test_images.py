@@ -1,4 +1,4 @@
-"""Decoding untrusted pictures within limits, and drawing strokes."""
+"""Decoding untrusted pictures within limits."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import pytest
 from PIL import Image
 
 from server.images import ImageError, decode_text, open_image
-from server.protocol import StrokesSnapshot
-from server.strokes import draw_strokes
 from tests.pictures import bomb_png, data_url, digit_png
 
 MAX_PIXELS = 4096 * 4096
@@ -98,29 +96,3 @@ def test_large_jpeg_decodes_reduced() -> None:
     jpeg = encoded(Image.new("RGB", (4000, 2000), "white"), "JPEG")
     width, height = open_image(jpeg, MAX_PIXELS).size
     assert width < 4000 and height < 2000
-
-
-def test_strokes_draw_black_on_white_with_round_caps() -> None:
-    """A stroke is black on white, with a round cap past its end and nothing far beyond."""
-    image = draw_strokes(StrokesSnapshot(0, 100, 100, 20.0, (((50.0, 20.0), (50.0, 80.0)),)))
-    assert image.mode == "L" and image.size == (100, 100)
-    assert image.getpixel((50, 50)) == 0
-    assert image.getpixel((50, 88)) == 0  # inside the round cap
-    assert image.getpixel((40 + 1, 80 + 8)) == 255  # outside it: the corner a square cap fills
-    assert image.getpixel((5, 5)) == 255
-
-
-def test_single_point_is_a_dot_and_no_strokes_is_blank() -> None:
-    """A one-point stroke draws a dot; an empty list leaves the canvas white."""
-    dot = draw_strokes(StrokesSnapshot(0, 50, 50, 10.0, (((25.0, 25.0),),)))
-    assert dot.getpixel((25, 25)) == 0
-    blank = draw_strokes(StrokesSnapshot(0, 50, 50, 10.0, ()))
-    assert blank.getextrema() == (255, 255)
-
-
-def test_points_far_outside_the_canvas_are_clipped() -> None:
-    """Strokes reaching far outside the canvas draw only what lies inside."""
-    far = 100_000.0
-    image = draw_strokes(StrokesSnapshot(0, 40, 40, 4.0, (((-far, 20.0), (far, 20.0)),)))
-    assert image.getpixel((20, 20)) == 0
-    assert image.getpixel((20, 5)) == 255

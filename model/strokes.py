@@ -1,0 +1,371 @@
+"""Draw pen strokes straight into the 28x28 model input, never onto a full-canvas bitmap.
+
+Owns `strokes_to_model_input`, the ink counterpart of `model.preprocess.to_model_input`:
+strokes as a canvas shows them (`#000` on `#fff`, round caps and joins, clipped to the
+canvas) become the input the picture path makes of that canvas. The digit's box follows
+from the points and the pen, so the ink is drawn once, straight into the 80 px intermediate
+size of `model.preprocess`, whose `scale_into_box` and `centre_by_mass` then finish it. A
+pen too thin for the digit's size is widened by the picture path's own rule (there it is a
+dilation of the drawn ink; here the pen's width is known, so the pen itself is widened).
+
+A round pen's ink is every point within its radius of a stroke, so it is drawn as discs
+along the strokes, closer together than the radius, all at once in NumPy: no Python loop
+over points. A pixel of the 80 px drawing is ink when its centre lies under the pen; the
+Lanczos reduction to 20 px anti-aliases it, as it does a canvas's ink. The cost grows with
+the points and with the strokes' length at 80 px, never with the canvas's size.
+
+Pure NumPy/SciPy, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import chain
+from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from model.preprocess import (
+    BOX_SIZE,
+    INTERMEDIATE_SIZE,
+    MIN_STROKE_FRACTION,
+    TARGET_STROKE_FRACTION,
+    FloatArray,
+    centre_by_mass,
+    scale_into_box,
+)
+
+# Discs are drawn along a stroke at most this fraction of the pen's radius apart; the ink's
+# edge then dips between two of them by at most 1/32 of the radius.
+SPACING = 0.5
+# Up to this many rows of discs (a few hundred points) are drawn row by row; more (a
+# scribble of thousands) by one distance transform of the drawing, which costs about as
+# much as this many.
+SPAN_ROWS = 25_000
+# The distance transform needs room around the drawing for the pen. A pen of more than this
+# radius (drawing pixels) only comes from a canvas smaller than the pen, and is drawn row
+# by row.
+MAX_DISTANCE_RADIUS = 40.0
+# A scribble's discs are placed this many segments at a time, to bound the memory.
+CHUNK_SEGMENTS = 4096
+
+Points = NDArray[np.float64]
+Indices = NDArray[np.intp]
+
+
+class Box(NamedTuple):
+    """A rectangle in canvas pixels: left, top, right, bottom."""
+
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+    @property
+    def longest(self) -> float:
+        """The longer side."""
+        return max(self.right - self.left, self.bottom - self.top)
+
+    def grown(self, margin: float) -> Box:
+        """The box with a margin on every side."""
+        return Box(self.left - margin, self.top - margin, self.right + margin, self.bottom + margin)
+
+
+class Path(NamedTuple):
+    """Where the discs of a drawing go.
+
+    One at each of `points`, and `between[i]` evenly spaced inside the segment from
+    `begin[i]` by `delta[i]`.
+    """
+
+    points: Points
+    begin: Points
+    delta: Points
+    between: Indices
+
+
+def strokes_to_model_input(
+    strokes: Sequence[Sequence[tuple[float, float]]], width: int, height: int, line_width: float
+) -> FloatArray | None:
+    """Return the 28x28 float32 model input for pen strokes on a canvas, or None if blank.
+
+    The strokes are `(x, y)` points on a `width` x `height` canvas drawn with `line_width`;
+    the result is what `to_model_input` makes of that canvas as a browser draws it.
+    """
+    points, starts = _flatten(strokes)
+    if len(points) == 0:
+        return None
+    # A pen thinner than a pixel still marks whole pixels of a canvas, only fainter, and
+    # the picture path raises the faintest ink to full strength.
+    pen = max(float(line_width), 1.0)
+    canvas = Box(0.0, 0.0, float(width), float(height))
+    points_box = _bounds(points)
+    box = _overlap(points_box.grown(pen / 2), canvas)
+    on_canvas = _within(points_box, canvas)
+    if box is not None and not on_canvas:
+        # Ink runs off the canvas. The box of what is left on it is measured on a first
+        # drawing: a stroke may cross the points' box without touching the canvas, and the
+        # box's size decides whether the pen is widened.
+        box = _measured_box(points, starts, pen, box)
+    if box is None:
+        return None
+    drawn_pen = thickened_pen(pen, box.longest)
+    # The picture path dilates the ink it cut from the canvas, so a widened pen reaches past
+    # the canvas's edge by as much as it was widened.
+    margin = (drawn_pen - pen) / 2
+    ink = _draw(points, starts, drawn_pen, box.grown(margin), on_canvas)
+    if not on_canvas:
+        if not ink.any():
+            return None
+        ink = _cropped(ink)
+    return centre_by_mass(scale_into_box(ink))
+
+
+def thickened_pen(pen: float, longest: float) -> float:
+    """The pen that draws what `model.preprocess` makes of thin strokes by dilation.
+
+    The picture path dilates strokes thinner than `MIN_STROKE_FRACTION` of the ink's longer
+    side (`longest`) by a disc of radius `round(grow / 2)` at the intermediate size, which
+    widens them by twice that radius.
+    """
+    if pen / longest >= MIN_STROKE_FRACTION or longest <= BOX_SIZE:
+        return pen
+    scale = min(1.0, INTERMEDIATE_SIZE / longest)
+    grow = (TARGET_STROKE_FRACTION * longest - pen) * scale
+    radius = max(1, round(grow / 2))
+    return pen + 2 * radius / scale
+
+
+def _flatten(strokes: Sequence[Sequence[tuple[float, float]]]) -> tuple[Points, Indices]:
+    """All points as one (N, 2) array, and where each stroke that has points starts."""
+    lengths = np.fromiter((len(stroke) for stroke in strokes), dtype=np.intp, count=len(strokes))
+    lengths = lengths[lengths > 0]
+    total = int(lengths.sum())
+    flat = np.fromiter(
+        chain.from_iterable(chain.from_iterable(strokes)), dtype=np.float64, count=2 * total
+    )
+    return flat.reshape(-1, 2), np.cumsum(lengths) - lengths
+
+
+def _bounds(points: Points) -> Box:
+    """The box of the points."""
+    # Column by column: `points.min(axis=0)` is three times slower on a few hundred points.
+    across, down = points[:, 0], points[:, 1]
+    return Box(float(across.min()), float(down.min()), float(across.max()), float(down.max()))
+
+
+def _overlap(box: Box, other: Box) -> Box | None:
+    """Where two boxes overlap, or None when they do not."""
+    left, top = max(box.left, other.left), max(box.top, other.top)
+    right, bottom = min(box.right, other.right), min(box.bottom, other.bottom)
+    if right <= left or bottom <= top:
+        return None
+    return Box(left, top, right, bottom)
+
+
+def _within(box: Box, other: Box) -> bool:
+    """Whether a box lies within another."""
+    return (
+        box.left >= other.left
+        and box.top >= other.top
+        and box.right <= other.right
+        and box.bottom <= other.bottom
+    )
+
+
+def _measured_box(points: Points, starts: Indices, pen: float, box: Box) -> Box | None:
+    """The box of the ink inside `box` (on the canvas), from a drawing of it; None if none."""
+    ink = _draw(points, starts, pen, box, on_canvas=False)
+    rows = np.flatnonzero(ink.any(axis=1))
+    columns = np.flatnonzero(ink.any(axis=0))
+    if len(rows) == 0:
+        return None
+    # Sides the ink reaches stay exactly where they were; the others move in to the ink.
+    width = (box.right - box.left) / ink.shape[1]
+    height = (box.bottom - box.top) / ink.shape[0]
+    return Box(
+        box.left + columns[0] * width,
+        box.top + rows[0] * height,
+        box.right - (ink.shape[1] - 1 - columns[-1]) * width,
+        box.bottom - (ink.shape[0] - 1 - rows[-1]) * height,
+    )
+
+
+def _draw(points: Points, starts: Indices, pen: float, box: Box, on_canvas: bool) -> FloatArray:
+    """Draw the strokes' ink that lies inside `box` at the intermediate size.
+
+    `on_canvas` says that every point lies inside `box` with its pen's radius. The box's
+    edges are the drawing's edges, so the ink needs no crop. Each side is 4 times as many
+    pixels as `scale_into_box` will keep of it (the picture path rounds the shorter side of
+    the same box to whole pixels and stretches it to fit; so does this drawing), so the
+    digit takes the same place in its box.
+    """
+    extent = np.array([box.right - box.left, box.bottom - box.top])
+    boxed = np.maximum(1.0, np.round(extent * BOX_SIZE / box.longest))
+    size = boxed * (INTERMEDIATE_SIZE // BOX_SIZE)
+    scale = size / extent
+    radii = scale * pen / 2
+    # Canvas pixel i spans [i, i+1), and so does drawing pixel i.
+    where = (points - (box.left, box.top)) * scale
+    spacing = SPACING * float(radii.min())
+    if on_canvas:
+        return _discs(_path(where, starts, spacing), size, radii)
+    return _discs(_path_near(where, starts, spacing, -radii - 1.0, size + radii + 1.0), size, radii)
+
+
+def _path(where: Points, starts: Indices, spacing: float) -> Path:
+    """Discs at every point, and inside every segment longer than `spacing` enough more."""
+    delta = np.diff(where, axis=0)
+    between = (np.hypot(delta[:, 0], delta[:, 1]) / spacing).astype(np.intp)
+    # The last point of a stroke and the first of the next make no segment.
+    between[starts[1:] - 1] = 0
+    return Path(where, where[:-1], delta, between)
+
+
+def _path_near(
+    where: Points, starts: Indices, spacing: float, low: Points, high: Points
+) -> Path:
+    """The discs of `_path` that lie between `low` and `high`.
+
+    Segments are cut to that box first, so points far off the canvas cost nothing.
+    """
+    near = np.all((where >= low) & (where <= high), axis=1)
+    starts_segment = np.ones(len(where), dtype=bool)
+    starts_segment[np.append(starts[1:], len(where)) - 1] = False
+    first = np.flatnonzero(starts_segment)
+    begin, end = _clip_segments(where[first], where[first + 1], low, high)
+    delta = end - begin
+    between = (np.hypot(delta[:, 0], delta[:, 1]) / spacing).astype(np.intp)
+    return Path(np.concatenate([where[near], begin, end]), begin, delta, between)
+
+
+def _clip_segments(
+    begin: Points, end: Points, low: Points, high: Points
+) -> tuple[Points, Points]:
+    """The parts of segments that lie in the box from `low` to `high` (Liang-Barsky)."""
+    delta = end - begin
+    enter = np.zeros(len(begin))
+    leave = np.ones(len(begin))
+    seen = np.ones(len(begin), dtype=bool)
+    for axis in (0, 1):
+        step = delta[:, axis]
+        start = begin[:, axis]
+        flat = step == 0.0
+        seen &= ~flat | ((start >= low[axis]) & (start <= high[axis]))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            to_low = (low[axis] - start) / step
+            to_high = (high[axis] - start) / step
+        enter = np.where(flat, enter, np.maximum(enter, np.minimum(to_low, to_high)))
+        leave = np.where(flat, leave, np.minimum(leave, np.maximum(to_low, to_high)))
+    seen &= enter <= leave
+    begin, delta, enter, leave = begin[seen], delta[seen], enter[seen], leave[seen]
+    return begin + delta * enter[:, None], begin + delta * leave[:, None]
+
+
+def _between(
+    begin: Points, delta: Points, between: Indices
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The x and the y of `between[i]` points evenly spaced inside each segment."""
+    total = int(between.sum())
+    # Where each new point lies along its segment, as a fraction; flat arrays throughout,
+    # since gathering rows of an (N, 2) array is several times slower.
+    fraction = np.arange(1, total + 1, dtype=np.float64)
+    fraction -= np.repeat((np.cumsum(between) - between).astype(np.float64), between)
+    fraction /= np.repeat(between + 1.0, between)
+    across = np.repeat(begin[:, 0], between)
+    across += np.repeat(delta[:, 0], between) * fraction
+    down = np.repeat(begin[:, 1], between)
+    down += np.repeat(delta[:, 1], between) * fraction
+    return across, down
+
+
+def _discs(path: Path, size: Points, radii: Points) -> FloatArray:
+    """Draw a filled ellipse of `radii` (the pen, in drawing pixels) at every disc of a path.
+
+    A pixel is ink when its centre lies in an ellipse. Spans row by row suit a few hundred
+    discs; a distance transform suits a scribble of thousands, at a fixed cost.
+    """
+    columns, rows = int(size[0]), int(size[1])
+    rows_each = min(math.ceil(2 * float(radii[1])) + 1, rows + 1)
+    count = len(path.points) + int(path.between.sum())
+    if count * rows_each > SPAN_ROWS and float(radii.max()) <= MAX_DISTANCE_RADIUS:
+        return _distances(path, columns, rows, radii)
+    centres = path.points
+    if count > len(centres):
+        more = np.stack(_between(path.begin, path.delta, path.between), axis=1)
+        centres = np.concatenate([centres, more])
+    if rows_each > rows and _covers(centres, columns, rows, radii):
+        # A pen wider than the drawing (a canvas smaller than the pen) may cover all of it.
+        return np.ones((rows, columns), dtype=np.float32)
+    return _spans(centres, columns, rows, radii, rows_each)
+
+
+def _covers(centres: Points, columns: int, rows: int, radii: Points) -> bool:
+    """Whether one of the ellipses holds the whole drawing, its farthest corner included."""
+    across = np.maximum(np.abs(centres[:, 0]), np.abs(centres[:, 0] - columns)) / radii[0]
+    down = np.maximum(np.abs(centres[:, 1]), np.abs(centres[:, 1] - rows)) / radii[1]
+    return bool((across * across + down * down <= 1.0).any())
+
+
+def _spans(
+    centres: Points, columns: int, rows: int, radii: Points, rows_each: int
+) -> FloatArray:
+    """Ellipses drawn as one span of pixels per row each, summed in a difference array."""
+    across, down = float(radii[0]), float(radii[1])
+    # No ellipse needs rows above the drawing, nor more rows than the drawing has.
+    top = np.maximum(np.floor(centres[:, 1] - down), 0.0)
+    # Each row's middle from its ellipse's centre, in vertical radii: (ellipse, row).
+    height = ((top + 0.5 - centres[:, 1]) / down)[:, None] + np.arange(rows_each) / down
+    room = 1.0 - height * height
+    # Half the span; negative for a row the ellipse misses, which then gets an empty span.
+    half = np.copysign(np.sqrt(np.abs(room)), room) * across
+    middle = centres[:, 0:1] - 0.5
+    begin = np.ceil(middle - half)
+    end = np.floor(middle + half) + 1.0
+    # Clipped to the drawing; ufuncs, since `np.clip` costs microseconds of Python a call.
+    np.maximum(begin, 0.0, out=begin)
+    np.minimum(begin, columns, out=begin)
+    np.maximum(end, begin, out=end)
+    np.minimum(end, columns, out=end)
+    # Rows below the drawing all go to one spare row.
+    row = np.minimum(top[:, None] + np.arange(rows_each), rows)
+    line = columns + 1
+    cells = (rows + 1) * line
+    start = row * line
+    change = np.bincount((start + begin).astype(np.intp).ravel(), minlength=cells)
+    change -= np.bincount((start + end).astype(np.intp).ravel(), minlength=cells)
+    covered = np.cumsum(change.reshape(rows + 1, line), axis=1)[:-1, :columns]
+    return (covered > 0).astype(np.float32)
+
+
+def _distances(path: Path, columns: int, rows: int, radii: Points) -> FloatArray:
+    """Ellipses drawn as every pixel within a radius of a pixel that holds a disc's centre."""
+    # Room for the centres that lie off the drawing but reach into it.
+    margin = math.ceil(float(radii.max())) + 1
+    marks = np.ones((rows + 2 * margin, columns + 2 * margin), dtype=bool)
+    _mark(marks, path.points[:, 0], path.points[:, 1], margin)
+    for first in range(0, len(path.begin), CHUNK_SEGMENTS):
+        chunk = slice(first, first + CHUNK_SEGMENTS)
+        _mark(marks, *_between(path.begin[chunk], path.delta[chunk], path.between[chunk]), margin)
+    distance = ndimage.distance_transform_edt(marks, sampling=(1.0 / radii[1], 1.0 / radii[0]))
+    inside = distance[margin : margin + rows, margin : margin + columns] <= 1.0
+    return np.asarray(inside, dtype=np.float32)
+
+
+def _mark(
+    marks: NDArray[np.bool_], across: NDArray[np.float64], down: NDArray[np.float64], margin: int
+) -> None:
+    """Clear the pixels of `marks` that hold a centre (the distance transform's zeros)."""
+    # Centres lie at most a radius and a pixel off the drawing, within the margin, so
+    # truncation is the floor.
+    marks[(down + margin).astype(np.intp), (across + margin).astype(np.intp)] = False
+
+
+def _cropped(ink: FloatArray) -> FloatArray:
+    """The smallest part of an ink map that holds all its ink."""
+    rows = np.flatnonzero(ink.any(axis=1))
+    columns = np.flatnonzero(ink.any(axis=0))
+    return ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
