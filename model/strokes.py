@@ -96,6 +96,14 @@ def strokes_to_model_input(
     the result is what `to_model_input` makes of that canvas as a browser draws it.
     """
     points, starts = _flatten(strokes)
+    return points_to_model_input(points, starts, width, height, line_width)
+
+
+def points_to_model_input(
+    points: Points, starts: Indices, width: int, height: int, line_width: float
+) -> FloatArray | None:
+    """`strokes_to_model_input` for strokes already packed: every point as one (N, 2) array
+    of float64, and the index where each stroke starts (strokes of no points left out)."""
     if len(points) == 0:
         return None
     # A pen thinner than a pixel still marks whole pixels of a canvas, only fainter, and

@@ -29,16 +29,19 @@ from functools import partial
 from multiprocessing.connection import wait
 from typing import Literal
 
+import numpy as np
+
 from model.preprocess import FloatArray, to_model_input
-from model.strokes import strokes_to_model_input
+from model.strokes import Indices, Points, points_to_model_input, strokes_to_model_input
 from server.images import ImageError, decode_text, open_image
+from server.ink import PackedInk
 from server.predictions import input_png
 from server.protocol import StrokesSnapshot
 
 logger = logging.getLogger(__name__)
 
 # What can be decoded into a picture: image bytes, a data URL or base64 text, or strokes.
-Picture = bytes | str | StrokesSnapshot
+Picture = bytes | str | StrokesSnapshot | PackedInk
 # How long each start-up task holds its process, so that the tasks spread over all of them.
 PAUSE_S = 0.01
 WARM_UP = StrokesSnapshot(0, 28, 28, 3.0, (((14.0, 4.0), (14.0, 24.0)),))
@@ -73,7 +76,18 @@ class Decoded:
 def prepare(picture: Picture, limits: DecodeLimits, include_input: bool) -> Prepared:
     """Decode and preprocess one picture; raises ImageError."""
     preprocess: Callable[[], FloatArray | None]
-    if isinstance(picture, StrokesSnapshot):
+    if isinstance(picture, PackedInk):
+        described = f"{len(picture.lengths)} strokes on a {picture.width}x{picture.height} canvas"
+        points, starts = unpack_points(picture)
+        preprocess = partial(
+            points_to_model_input,
+            points,
+            starts,
+            picture.width,
+            picture.height,
+            picture.line_width,
+        )
+    elif isinstance(picture, StrokesSnapshot):
         # Ink is drawn straight into the model input: it never becomes a canvas-sized picture.
         described = f"{len(picture.strokes)} strokes on a {picture.width}x{picture.height} canvas"
         preprocess = partial(
@@ -96,6 +110,13 @@ def prepare(picture: Picture, limits: DecodeLimits, include_input: bool) -> Prep
         logger.exception("preprocessing failed for %s", described)
         raise ImageError("bad_image", "the picture could not be processed") from None
     return Prepared(model_input, input_png(model_input) if include_input else None)
+
+
+def unpack_points(ink: PackedInk) -> tuple[Points, Indices]:
+    """A packed drawing's points as one (N, 2) float64 array, and where each stroke starts."""
+    points = np.frombuffer(ink.points, dtype=np.float32).astype(np.float64).reshape(-1, 2)
+    lengths = np.asarray([length for length in ink.lengths if length], dtype=np.intp)
+    return points, np.cumsum(lengths) - lengths
 
 
 def prepare_many(

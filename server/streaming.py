@@ -194,7 +194,13 @@ class Session:
         self._in_flight: Arrival | None = None
         # Errors waiting for an older snapshot's answer, in seq order.
         self._held_errors: deque[Outgoing] = deque()
+        # Set by the due timer (a snapshot's debounce is over) and by `drain()`.
         self._changed = asyncio.Event()
+        self._due_timer: asyncio.TimerHandle | None = None
+        # Prometheus children, bound once: `labels()` takes a lock and a dict lookup.
+        self._received = metrics.snapshots_received.labels("ws")
+        self._sent = metrics.predictions_sent.labels("ws")
+        self._latency = metrics.prediction_latency_seconds.labels("ws")
         self._answered = asyncio.Event()
         self._draining = asyncio.Event()
         # Set to end the connection: by `drain()`, or with the close code and reason of a
@@ -223,8 +229,9 @@ class Session:
                 processor.cancel()
                 writer.cancel()
         finally:
-            if self._deferred_timer is not None:
-                self._deferred_timer.cancel()
+            for timer in (self._deferred_timer, self._due_timer):
+                if timer is not None:
+                    timer.cancel()
             self._closed.set()
 
     def drain(self) -> None:
@@ -239,21 +246,25 @@ class Session:
 
     async def _read(self) -> None:
         """Read frames until the connection ends; close it when it idles too long."""
-        while not self._end.is_set():
-            try:
-                async with asyncio.timeout(self._idle_timeout_s):
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self._idle_timeout_s) as idle:
+                while not self._end.is_set():
                     frame: str | bytes | None = await self._connection.receive()
-            except TimeoutError:
-                self._end_with(NORMAL_CLOSURE, "idle", "idle")
-                return
-            # Quart hands over an empty binary frame as None.
-            frame = b"" if frame is None else frame
-            now = time.monotonic()
-            if isinstance(frame, str) and len(frame) > OFF_LOOP_PARSE_CHARS:
-                message, parse_ms = await asyncio.to_thread(self._parse, frame)
-            else:
-                message, parse_ms = self._parse(frame)
-            self._on_message(message, parse_ms, now)
+                    now = time.monotonic()
+                    idle.reschedule(loop.time() + self._idle_timeout_s)
+                    # Quart hands over an empty binary frame as None.
+                    await self._on_frame(b"" if frame is None else frame, now)
+        except TimeoutError:
+            self._end_with(NORMAL_CLOSURE, "idle", "idle")
+
+    async def _on_frame(self, frame: str | bytes, now: float) -> None:
+        """Parse a frame (a large one in a thread) and act on it."""
+        if isinstance(frame, str) and len(frame) > OFF_LOOP_PARSE_CHARS:
+            message, parse_ms = await asyncio.to_thread(self._parse, frame)
+        else:
+            message, parse_ms = self._parse(frame)
+        self._on_message(message, parse_ms, now)
 
     def _end_with(self, code: int, reason: str, metric: str) -> None:
         """End the connection for a limit: close it with `code` and `reason`, unanswered."""
@@ -264,13 +275,13 @@ class Session:
         self._metrics.connections_closed.labels(metric).inc()
 
     def _parse(self, frame: str | bytes) -> tuple[Message | ProtocolError, float]:
-        """The message in a frame (or why it is refused), and the CPU ms parsing took."""
-        started = time.thread_time()
+        """The message in a frame (or why it is refused), and the ms parsing took."""
+        started = time.perf_counter()
         try:
             message: Message | ProtocolError = self._parser.parse(frame)
         except ProtocolError as error:
             message = error
-        return message, (time.thread_time() - started) * 1000.0
+        return message, (time.perf_counter() - started) * 1000.0
 
     def _on_message(self, message: Message | ProtocolError, parse_ms: float, now: float) -> None:
         """Make a message the pending snapshot, hold it back, or answer an error."""
@@ -287,7 +298,7 @@ class Session:
         except ProtocolError as error:
             self._send_error(error.code, error.message, error.seq)
             return
-        self._metrics.snapshots_received.labels("ws").inc()
+        self._received.inc()
         if self._deferred is not None:
             self._reject_deferred()
         arrival = Arrival(message, now, self._decode_cost_ms(message))
@@ -338,7 +349,7 @@ class Session:
         self._due_at = min(
             arrival.received_at + self._debounce_s, self._first_pending_at + self._max_wait_s
         )
-        self._changed.set()
+        self._arm_due_timer()
         # Errors that waited for the snapshot this one overtook may go now.
         self._release_held_errors()
 
@@ -404,19 +415,23 @@ class Session:
     async def _until_due(self) -> None:
         """Return once a snapshot is pending and its debounce is over (or we are draining)."""
         while True:
-            delay: float | None = None
             if self._pending is not None:
-                if self._draining.is_set():
+                if self._draining.is_set() or time.monotonic() >= self._due_at:
                     return
-                delay = self._due_at - time.monotonic()
-                if delay <= 0:
-                    return
+                # A timer may fire a hair early (the loop rounds to its clock's resolution).
+                self._arm_due_timer()
             self._changed.clear()
-            try:
-                async with asyncio.timeout(delay):
-                    await self._changed.wait()
-            except TimeoutError:
-                pass
+            await self._changed.wait()
+
+    def _arm_due_timer(self) -> None:
+        """Wake the processor when the pending snapshot is due.
+
+        A timer per snapshot, rather than waking the processor at every message to work out
+        the new deadline: most messages only push the deadline back.
+        """
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+        self._due_timer = asyncio.get_running_loop().call_at(self._due_at, self._changed.set)
 
     def _pending_cost_ms(self) -> float:
         """The estimated decode cost of the pending snapshot (for the worker's lanes)."""
@@ -431,9 +446,8 @@ class Session:
         snapshot = arrival.snapshot
         if isinstance(snapshot, EncodedSnapshot):
             return snapshot.image
-        if isinstance(snapshot, StrokesSnapshot):
-            return snapshot
-        return self._drawing.snapshot(snapshot.seq)
+        # A strokes message replaced the drawing, an ink edit changed it: it is the drawing.
+        return self._drawing.packed()
 
     async def _write(self) -> None:
         """Forever: send the next outgoing message, stamping predictions with their latency."""
@@ -450,8 +464,8 @@ class Session:
                     item.seq, item.prediction.as_json(), round(latency_s * 1000.0, 3)
                 )
                 await self._connection.send(text)
-                self._metrics.predictions_sent.labels("ws").inc()
-                self._metrics.prediction_latency_seconds.labels("ws").observe(latency_s)
+                self._sent.inc()
+                self._latency.observe(latency_s)
             finally:
                 self._outbox.sent()
 
@@ -482,6 +496,8 @@ class Session:
 
     def _release_held_errors(self) -> None:
         """Queue the held errors that no older snapshot's answer must precede any more."""
+        if not self._held_errors:
+            return
         oldest = self._oldest_unanswered_seq()
         while self._held_errors:
             seq = self._held_errors[0].seq
