@@ -62,6 +62,10 @@ DECODE_CHUNK_SIZE = 16
 # Chunks given to each decode process at a time: the second waits in its pipe while the
 # first decodes, so a process never idles while a result travels back through the loop.
 CHUNKS_PER_PROCESS = 2
+# A chunk of at most this much estimated work, when nothing else waits or decodes, is drawn
+# in the model's thread instead: a round trip to a decode process costs ~1.5 ms, more than
+# drawing a digit's ink (~0.3 ms), and a lone drawer's answer is that much sooner.
+IN_PROCESS_MS = 1.5
 # A request estimated to cost more than this (ms of one core) decodes alone, in the expensive
 # lane; a page's picture costs ~3 ms, its ink well under 1 ms.
 EXPENSIVE_MS = 20.0
@@ -187,7 +191,7 @@ class InferenceWorker:
         while True:
             await free.acquire()
             while True:
-                requests, expensive = self._next_chunk(processes)
+                requests, expensive, work_ms = self._next_chunk(processes)
                 if requests:
                     break
                 # Nothing waits, or only expensive requests whose lane is full.
@@ -196,7 +200,8 @@ class InferenceWorker:
             self.metrics.waiting_requests.set(len(self._waiting))
             self._decoding += 1
             self._expensive_decoding += expensive
-            decoding = asyncio.create_task(self._decode(requests))
+            alone = not self._waiting and self._decoding == 1 and work_ms <= IN_PROCESS_MS
+            decoding = asyncio.create_task(self._decode(requests, in_process=alone))
             self._decodes.add(decoding)
             decoding.add_done_callback(self._decodes.discard)
 
@@ -209,8 +214,9 @@ class InferenceWorker:
 
             decoding.add_done_callback(finished)
 
-    def _next_chunk(self, processes: int) -> tuple[list[Request], bool]:
-        """The next requests to decode together, and whether they are one expensive one.
+    def _next_chunk(self, processes: int) -> tuple[list[Request], bool, float]:
+        """The next requests to decode together, whether they are one expensive one, and
+        their estimated work in ms.
 
         Cheap requests are taken in order, a few at a time and at most `CHUNK_MS` of work;
         an expensive one goes alone, and only while another decode process stays free for
@@ -232,7 +238,7 @@ class InferenceWorker:
             if cost > EXPENSIVE_MS:
                 if not chunk and lane_free and (processes > 1 or not skipped):
                     self._waiting.extendleft(reversed(skipped))
-                    return [request], True
+                    return [request], True, cost
                 skipped.append(request)
                 continue
             if chunk and work_ms + cost > CHUNK_MS:
@@ -241,18 +247,18 @@ class InferenceWorker:
             chunk.append(request)
             work_ms += cost
         self._waiting.extendleft(reversed(skipped))
-        return chunk, False
+        return chunk, False, work_ms
 
-    async def _decode(self, requests: list[Request]) -> None:
+    async def _decode(self, requests: list[Request], in_process: bool) -> None:
         """Decode one chunk of pictures in a decode process and pass the results on."""
         try:
-            await self._decode_chunk(requests)
+            await self._decode_chunk(requests, in_process)
         except Exception as error:
             for request in requests:
                 if not request.future.done():
                     request.future.set_exception(error)
 
-    async def _decode_chunk(self, requests: list[Request]) -> None:
+    async def _decode_chunk(self, requests: list[Request], in_process: bool) -> None:
         """Take each request's picture now, decode them together, answer or queue each."""
         pictures: list[tuple[Picture, bool]] = []
         taken: list[Request] = []
@@ -265,7 +271,13 @@ class InferenceWorker:
                 taken.append(request)
         if not pictures:
             return
-        decoded = await self._decode_in_pool(pictures)
+        if in_process:
+            loop = asyncio.get_running_loop()
+            decoded = await loop.run_in_executor(
+                self._model_thread, prepare_many, pictures, self._limits
+            )
+        else:
+            decoded = await self._decode_in_pool(pictures)
         for request, outcome in zip(taken, decoded, strict=True):
             self._finish_decoding(request, outcome)
 
@@ -281,6 +293,10 @@ class InferenceWorker:
                 return await loop.run_in_executor(pool, prepare_many, pictures, self._limits)
             except BrokenProcessPool:
                 await self._replace_pool(pool)
+            except RuntimeError:
+                # Submitted just as the broken pool was shut down for its replacement.
+                if self._restarting is None and pool is self._decode_pool:
+                    raise
         raise DecodeError("the server failed to process this message; send it again")
 
     async def _replace_pool(self, broken: Executor) -> None:
@@ -298,6 +314,12 @@ class InferenceWorker:
         logger.error("a decode process died; restarting the decode processes")
         self.metrics.decode_restarts.inc()
         try:
+            # The pool ends its other processes with SIGTERM, which decode processes ignore
+            # (it is for the server, which drains first): kill them, or each death would
+            # leave one behind until the server exits.
+            for process in getattr(broken, "_processes", {}).values():
+                if process.is_alive():
+                    process.kill()
             broken.shutdown(wait=False, cancel_futures=True)
             self._decode_pool = await asyncio.to_thread(
                 start_decode_pool, self.settings.decode_processes

@@ -400,6 +400,13 @@ class Session:
             except DecodeError as error:
                 assert self._in_flight is not None
                 self._send_error("internal", str(error), self._in_flight.snapshot.seq)
+            except Exception:
+                # A bug, not the client's fault: logged with its traceback, and the client
+                # may send the message again; the connection goes on.
+                assert self._in_flight is not None
+                logger.exception("failed to answer seq %d", self._in_flight.snapshot.seq)
+                message = "the server failed to process this message; send it again"
+                self._send_error("internal", message, self._in_flight.snapshot.seq)
             else:
                 assert self._in_flight is not None
                 item = Outgoing(
