@@ -70,7 +70,7 @@ class Settings:
         default=200, metadata=_knob("messages one connection may send per second")
     )
     max_cost_ms_per_s: float = field(
-        default=250.0,
+        default=100.0,
         metadata=_knob(
             "estimated milliseconds of CPU work one connection may ask for a second (bytes"
             " parsed, pixels decoded, points drawn); more waits, latest wins"

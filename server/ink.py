@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass
+from itertools import chain
 
 from server.protocol import (
     InkClear,
@@ -113,7 +114,7 @@ class Drawing:
         self.width, self.height, self.line_width = edit.width, edit.height, edit.line_width
         if edit.stroke == count:
             self._strokes.append(array("f"))
-        self._strokes[edit.stroke].extend(_flatten(edit.points))
+        self._strokes[edit.stroke].extend(chain.from_iterable(edit.points))
         self._points = total
 
     def _scale(self, scale_x: float, scale_y: float) -> None:
@@ -124,9 +125,5 @@ class Drawing:
             self._strokes[index] = scaled
 
 
-def _flatten(points: tuple[Point, ...]) -> list[float]:
-    return [value for point in points for value in point]
-
-
 def _pack(points: tuple[Point, ...]) -> array[float]:
-    return array("f", _flatten(points))
+    return array("f", chain.from_iterable(points))

@@ -259,8 +259,22 @@ class Session:
             self._end_with(NORMAL_CLOSURE, "idle", "idle")
 
     async def _on_frame(self, frame: str | bytes, now: float) -> None:
-        """Parse a frame (a large one in a thread) and act on it."""
-        if isinstance(frame, str) and len(frame) > OFF_LOOP_PARSE_CHARS:
+        """Parse a frame (a large one in a thread) and act on it.
+
+        A large text frame from a connection whose budget is in debt is refused unread
+        (`rate_limited`, seq null, the sequence does not move), so that a client over its
+        share cannot make the server parse for it either.
+        """
+        large = isinstance(frame, str) and len(frame) > OFF_LOOP_PARSE_CHARS
+        if large and not self._budget.allows(now):
+            if self._persistence.refused(now):
+                self._end_with(POLICY_VIOLATION, "rate limit exceeded", "rate_limited")
+                return
+            budget = self._settings.max_cost_ms_per_s
+            explanation = f"over this connection's share of {budget:g} ms of work a second"
+            self._send_error("rate_limited", explanation + "; refused unread", None)
+            return
+        if large:
             message, parse_ms = await asyncio.to_thread(self._parse, frame)
         else:
             message, parse_ms = self._parse(frame)
@@ -289,8 +303,7 @@ class Session:
         if not allowed and self._persistence.refused(now):
             self._end_with(POLICY_VIOLATION, "rate limit exceeded", "rate_limited")
             return
-        # Receiving and parsing are paid for whatever comes of the message.
-        self._budget.spend(MESSAGE_MS + parse_ms, now)
+        started = time.perf_counter()
         try:
             if isinstance(message, ProtocolError):
                 raise message
@@ -298,6 +311,10 @@ class Session:
         except ProtocolError as error:
             self._send_error(error.code, error.message, error.seq)
             return
+        finally:
+            # Receiving, parsing and editing the drawing are paid for whatever comes of it.
+            edit_ms = (time.perf_counter() - started) * 1000.0
+            self._budget.spend(MESSAGE_MS + parse_ms + edit_ms, now)
         self._received.inc()
         if self._deferred is not None:
             self._reject_deferred()
