@@ -4,9 +4,10 @@
   never stops for it), applies ink edits to the connection's drawing (`server/ink.py`),
   answers bad ones with an error and puts good ones in the one-slot "newest pending"
   snapshot, replacing an older one (latest wins).
-- Admission counts cost, not only messages (`server/costs.py`): every message spends its
-  estimated work from the connection's `CostBudget`, and one over `max_messages_per_s` or
-  over its budget has its newest snapshot held back until both allow; a held snapshot that a
+- Admission counts cost, not only messages (`server/costs.py`): every message spends the
+  time its parsing took from the connection's `CostBudget`, and every snapshot decoded its
+  estimated work; a connection over `max_messages_per_s` or in debt has its newest snapshot
+  held back until both allow; a held snapshot that a
   newer one overtakes is answered `rate_limited`, so the last snapshot before a pause is
   always answered.
 - Answers leave in seq order: an error about a message is held back while an older snapshot
@@ -320,7 +321,7 @@ class Session:
             self._reject_deferred()
         arrival = Arrival(message, now, self._decode_cost_ms(message))
         if allowed:
-            self._admit(arrival, now)
+            self._offer(arrival)
         else:
             self._deferred = arrival
             self._deferred_timer = asyncio.get_running_loop().call_later(
@@ -339,11 +340,6 @@ class Session:
         if isinstance(message, EncodedSnapshot):
             return picture_cost_ms(message.image, self._settings.max_pixels)
         return drawing_cost_ms(self._drawing.points)
-
-    def _admit(self, arrival: Arrival, now: float) -> None:
-        """Spend a snapshot's decode cost and make it the pending one."""
-        self._budget.spend(arrival.decode_ms, now)
-        self._offer(arrival)
 
     def _edit_drawing(self, message: Message) -> None:
         """Apply an ink edit or a strokes message to the drawing (even when rate-limited).
@@ -397,7 +393,7 @@ class Session:
         now = time.monotonic()
         if force or self._admits(now):
             deferred, self._deferred = self._deferred, None
-            self._admit(deferred, now)
+            self._offer(deferred)
         else:
             self._deferred_timer = asyncio.get_running_loop().call_later(
                 self._wait_s(now), self._release_deferred
@@ -467,6 +463,8 @@ class Session:
         assert arrival is not None
         self._pending = None
         self._in_flight = arrival
+        # Decoding is paid for when it happens: snapshots overtaken before it cost nothing.
+        self._budget.spend(arrival.decode_ms, time.monotonic())
         snapshot = arrival.snapshot
         if isinstance(snapshot, EncodedSnapshot):
             return snapshot.image

@@ -21,9 +21,9 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import TIMEOUT_S, RunningServer
 from tests.drawing import pen_path
-from tests.pictures import CANVAS_SIZE, LINE_WIDTH, digit_png
-from tests.test_ink import stroke_chunks
-from tests.test_server_ws import connected, metric, receive
+from tests.pictures import CANVAS_SIZE, digit_png
+from tests.test_ink import ink, stroke_chunks
+from tests.test_server_ws import connected, metric, receive, until_seq
 
 # The costliest valid strokes message: the largest canvas, the widest pen, the most points.
 HOSTILE_STROKES = {
@@ -35,21 +35,6 @@ HOSTILE_STROKES = {
 }
 
 
-def ink(seq: int, stroke: int, points: list[list[float]]) -> str:
-    """An ink message on the test canvas."""
-    return json.dumps(
-        {
-            "type": "ink",
-            "seq": seq,
-            "width": CANVAS_SIZE,
-            "height": CANVAS_SIZE,
-            "line_width": LINE_WIDTH,
-            "stroke": stroke,
-            "points": points,
-        }
-    )
-
-
 async def draw_ink(socket: ClientConnection, digit: int, first_seq: int, pause_s: float) -> int:
     """Stream a digit as ink, a chunk every `pause_s`; returns the last seq sent."""
     seq = first_seq
@@ -58,16 +43,6 @@ async def draw_ink(socket: ClientConnection, digit: int, first_seq: int, pause_s
         seq += 1
         await asyncio.sleep(pause_s)
     return seq - 1
-
-
-async def answers_until(socket: ClientConnection, seq: int) -> list[dict[str, Any]]:
-    """Every message until the one about `seq` (a prediction or an error)."""
-    messages = []
-    while True:
-        message = await receive(socket)
-        messages.append(message)
-        if message.get("seq") == seq:
-            return messages
 
 
 async def test_an_error_never_overtakes_an_older_prediction(server: RunningServer) -> None:
@@ -111,9 +86,9 @@ async def test_costly_messages_are_held_to_the_connections_share(
             seq = 0
             for digit in (7, 1, 4, 7):
                 last = await draw_ink(socket, digit, seq, pause_s=0.05)
-                answers += await answers_until(socket, last)
+                answers += await until_seq(socket, last)
                 await socket.send(json.dumps({"type": "clear", "seq": last + 1}))
-                answers += await answers_until(socket, last + 1)
+                answers += await until_seq(socket, last + 1)
                 seq = last + 2
             return answers
 
@@ -221,15 +196,15 @@ async def test_killed_decode_process_is_replaced_once_and_blames_nobody(
                 strokes = pen_path(generator.randrange(10), generator, (CANVAS_SIZE,) * 2, 120)
                 last = await draw_path(socket, strokes, seq)
                 started.set()
-                answers += await answers_until(socket, last)
+                answers += await until_seq(socket, last)
                 # A drawing answered `internal` is sent again, as the protocol allows.
                 if answers[-1]["type"] == "error":
                     last += 1
                     await socket.send(ink(last, len(strokes) - 1, []))
-                    answers += await answers_until(socket, last)
+                    answers += await until_seq(socket, last)
                 assert answers[-1]["type"] == "prediction", answers[-1]
                 await socket.send(json.dumps({"type": "clear", "seq": last + 1}))
-                answers += await answers_until(socket, last + 1)
+                answers += await until_seq(socket, last + 1)
                 seq = last + 2
             return answers
 
