@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import random
 import sys
 import tempfile
@@ -42,6 +43,7 @@ import psutil
 from bench import attack, measure, report
 from bench.drawings import FIXTURE_PATH, Drawing, describe, load_drawings, slowed, socket_query
 from bench.load import (
+    DEFLATE_VARIABLE,
     Health,
     Replay,
     Schedule,
@@ -97,6 +99,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--attack-duration", type=float, default=20.0)
     parser.add_argument(
         "--processes", type=int, default=2, help="load generator processes to spread drawers over"
+    )
+    parser.add_argument(
+        "--deflate",
+        action="store_true",
+        help="clients offer permessage-deflate, as browsers do (default: off)",
     )
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--fixture", type=Path, default=FIXTURE_PATH)
@@ -480,6 +487,9 @@ async def attack_phase(
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     arguments = parse(argv)
+    if arguments.deflate:
+        # Read by bench.load in every generator process, which are spawned after this.
+        os.environ[DEFLATE_VARIABLE] = "1"
     drawings = load_drawings(arguments.fixture)
     options = Options(
         workers=arguments.workers,
@@ -502,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": measure.machine(),
         "options": {key: value for key, value in vars(options).items()},
+        "permessage_deflate": arguments.deflate,
         "traffic": describe(drawings),
     }
     if arguments.attack:

@@ -37,8 +37,11 @@ from bench.drawings import Drawing, Update, make_update
 
 ANSWER_TIMEOUT_S = 10.0
 # Ink is small and PNGs do not compress: permessage-deflate would only cost this generator,
-# which shares the server's cores, CPU it then takes from the server.
-COMPRESSION = None
+# which shares the server's cores, CPU it then takes from the server. Browsers offer it and
+# Hypercorn accepts it, though: `python -m bench --deflate` (an environment variable, so
+# that the spawned generator processes see it too) measures what the page's frames cost.
+DEFLATE_VARIABLE = "DIGITS_BENCH_DEFLATE"
+COMPRESSION = "deflate" if os.environ.get(DEFLATE_VARIABLE) == "1" else None
 CLEAR = make_update(0.0, "clear", {})
 CLEAR_TO_DRAW_S = 0.3
 
