@@ -146,8 +146,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-def commit(root: Path) -> str:
-    """The commit measured, with "+changes" when the working tree differs from it."""
+def commit(root: Path, *paths: str) -> str:
+    """The commit measured, with "+changes" when the working tree (or `paths` in it) differs."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -157,7 +157,7 @@ def commit(root: Path) -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *paths],
             cwd=root,
             capture_output=True,
             text=True,

@@ -19,7 +19,6 @@ import itertools
 import json
 import math
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from typing import Any
 
 from playwright.sync_api import Page, Playwright, WebSocket, sync_playwright
 
+from bench import measure
 from bench.drawings import FIXTURE_PATH, Ink
 from bench.server_process import ROOT, start_server
 
@@ -386,28 +386,6 @@ def dump_fixture(fixture: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def git_describe() -> str:
-    """The commit the page was recorded at (with "+changes" when the tree differs from it)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "web"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+changes to web/" if dirty else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Record the fixture; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -441,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         "server's last answer to the drawing, as the page got it.",
         "recorded_with": {
             "chromium": version,
-            "page": git_describe(),
+            "page": measure.commit(ROOT, "web"),
             "date": time.strftime("%Y-%m-%d"),
         },
         "socket_query": query,
