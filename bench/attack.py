@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bench.drawings import Update
 from bench.load import ANSWER_TIMEOUT_S, COMPRESSION
+from bench.measure import summed
 
 CANVAS_SIDE = 4096
 MAX_LINE_WIDTH = 200.0
@@ -94,11 +95,8 @@ class AttackTally:
     wall_s: float = 0.0
 
     def merge(self, other: AttackTally) -> AttackTally:
-        merged = AttackTally()
-        for name, value in vars(self).items():
-            theirs = getattr(other, name)
-            setattr(merged, name, max(value, theirs) if name == "wall_s" else value + theirs)
-        return merged
+        """The sum of two tallies (CPU adds up; wall time is the longer)."""
+        return summed(self, other)
 
 
 async def socket_attacker(

@@ -34,6 +34,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bench.drawings import Drawing, Update, make_update
+from bench.measure import summed
 
 ANSWER_TIMEOUT_S = 10.0
 # Ink is small and PNGs do not compress: permessage-deflate would only cost this generator,
@@ -75,14 +76,7 @@ class Tally:
 
     def merge(self, other: Tally) -> Tally:
         """The sum of two tallies (CPU adds up; wall time is the longer)."""
-        merged = Tally()
-        for name, value in vars(self).items():
-            theirs = getattr(other, name)
-            if name == "wall_s":
-                setattr(merged, name, max(value, theirs))
-            else:
-                setattr(merged, name, value + theirs)
-        return merged
+        return summed(self, other)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import psutil
@@ -166,3 +166,15 @@ def commit(root: Path, *paths: str) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("+changes" if dirty else "")
+
+
+TallyT = TypeVar("TallyT")
+
+
+def summed(first: TallyT, second: TallyT) -> TallyT:
+    """Two tallies of one dataclass added field by field (wall time is the longer)."""
+    merged = type(first)()
+    for name, value in vars(first).items():
+        theirs = getattr(second, name)
+        setattr(merged, name, max(value, theirs) if name == "wall_s" else value + theirs)
+    return merged

@@ -164,11 +164,6 @@ class InferenceWorker:
             await asyncio.to_thread(self._decode_pool.shutdown, wait=True, cancel_futures=True)
         self._model_thread.shutdown(wait=False, cancel_futures=True)
 
-    @property
-    def waiting(self) -> int:
-        """Requests waiting for a decode process."""
-        return len(self._waiting)
-
     async def answer(
         self,
         take: Callable[[], Picture],
