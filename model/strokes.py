@@ -263,7 +263,7 @@ def _clip_segments(
         start = begin[:, axis]
         flat = step == 0.0
         seen &= ~flat | ((start >= low[axis]) & (start <= high[axis]))
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             to_low = (low[axis] - start) / step
             to_high = (high[axis] - start) / step
         enter = np.where(flat, enter, np.maximum(enter, np.minimum(to_low, to_high)))
