@@ -19,7 +19,7 @@ system-packages:  ## Install what the tests need from the system (chromium, ngin
 	PYTHON=$(PYTHON) scripts/install-system-packages
 
 test: system-packages $(STAMP)  ## Lint, type-check and run the whole test suite
-	$(PY) -m ruff check model server client train bench tests
+	$(PY) -m ruff check model server client corrections train bench tests
 	$(PY) -m mypy
 	$(PY) -m pytest
 

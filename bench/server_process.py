@@ -61,6 +61,11 @@ def start_server(
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if "DIGITS_DATABASE_URL" not in environment and not any(
+        flag.startswith("--database-url") for flag in flags
+    ):
+        # Each server gets a corrections store of its own, beside its log.
+        flags = (*flags, "--database-url", f"sqlite:///{log_dir}/corrections-{port}.sqlite3")
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "server", "--bind", f"127.0.0.1:{port}", *flags],

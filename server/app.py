@@ -1,8 +1,9 @@
 """The Quart app: routes, start-up and shutdown; the work happens in the modules below.
 
 HTTP: `/` and the page's files, `/healthz`, `/readyz`, `/metrics`, `/api/model`,
-`POST /api/predict`. WebSocket: `/ws`. Every HTTP answer carries the security headers of
-`server/headers.py`.
+`POST /api/predict`, `POST /api/corrections`, and with an admin token
+`GET /api/corrections/export` and `DELETE /api/corrections/<id>`. WebSocket: `/ws`. Every
+HTTP answer carries the security headers of `server/headers.py`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from quart import (
     Quart,
     Response,
@@ -25,15 +29,18 @@ from quart import (
 from quart.globals import websocket_ctx
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from corrections.store import CorrectionStore, StoreError, migrate
 from model.inference import read_model_info
 from server.batching import DecodeError, InferenceWorker
 from server.config import Settings
+from server.corrections import authorized, read_correction
 from server.costs import picture_cost_ms
 from server.headers import SecurityHeaders
 from server.images import ImageError
 from server.metrics import CONTENT_TYPE, Metrics
 from server.origins import OriginPolicy
 from server.protocol import hello_message
+from server.ratelimit import AddressLimits
 from server.streaming import GOING_AWAY, Session
 from server.uploads import UploadError, UploadRequest, body_limit_bytes, read_picture
 
@@ -58,6 +65,8 @@ class Runtime:
         self.worker = InferenceWorker(settings, self.metrics)
         self.model_info = read_model_info(settings.model_path).as_json()
         self.sessions: set[Session] = set()
+        self.store: CorrectionStore | None = None
+        self.correction_limits = AddressLimits(settings.max_corrections_per_minute)
         # Uploads admitted and not yet answered (bounded by `max_waiting_uploads`).
         self.waiting_uploads = 0
         self.ready = False
@@ -73,6 +82,14 @@ class Runtime:
     async def load(self) -> None:
         """Load and warm up the model; on failure, log why and set `failed`."""
         started = time.perf_counter()
+        try:
+            # Every worker migrates; the store's lock lets one of them do it at a time.
+            await asyncio.to_thread(migrate, self.settings.database_url)
+            self.store = CorrectionStore.open(self.settings.database_url)
+        except Exception as error:
+            logger.error("cannot open the corrections store: %s", error)
+            self.failed.set()
+            return
         try:
             await self.worker.start()
         except Exception as error:
@@ -105,6 +122,8 @@ class Runtime:
             self._loading.cancel()
             await asyncio.gather(self._loading, return_exceptions=True)
         await self.worker.stop()
+        if self.store is not None:
+            await self.store.close()
 
 
 def runtime_of(app: Quart) -> Runtime:
@@ -136,6 +155,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     metrics = runtime.metrics
     origins = OriginPolicy(settings.origins)
     for name in ("max_waiting_uploads", "max_connections", "max_cost_ms_per_s",
+                 "max_corrections_per_minute",
                  "max_messages_per_s", "max_message_bytes", "max_pixels", "max_stroke_points"):
         metrics.limits.labels(name).set(getattr(settings, name))
 
@@ -176,15 +196,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         if not runtime.ready:
             return error_response(503, "not_ready", "the model is still loading")
         if runtime.waiting_uploads >= settings.max_waiting_uploads:
-            # Refused before the body is read, so a flood holds no memory: the connection
-            # cannot carry another request then, so say so.
-            metrics.errors.labels("overloaded", "http").inc()
-            response, status = error_response(
-                503, "overloaded", "too many uploads are waiting; try again shortly"
-            )
-            response.headers["Retry-After"] = str(RETRY_AFTER_S)
-            response.headers["Connection"] = "close"
-            return response, status
+            return _overloaded()
         received_at = time.monotonic()
         runtime.waiting_uploads += 1
         metrics.waiting_uploads.set(runtime.waiting_uploads)
@@ -202,6 +214,97 @@ def create_app(settings: Settings | None = None) -> Quart:
         metrics.predictions_sent.labels("http").inc()
         metrics.prediction_latency_seconds.labels("http").observe(time.monotonic() - received_at)
         return prediction.as_json()
+
+    @app.post("/api/corrections")
+    async def add_correction() -> Any:
+        store = runtime.store
+        if store is None:
+            return error_response(503, "not_ready", "the corrections store is still opening")
+        try:
+            if runtime.waiting_uploads >= settings.max_waiting_uploads:
+                metrics.corrections_refused.labels("overloaded").inc()
+                return _overloaded()
+            runtime.waiting_uploads += 1
+            try:
+                correction = await read_correction(request, settings)
+            finally:
+                runtime.waiting_uploads -= 1
+        except (UploadError, ImageError) as error:
+            metrics.corrections_refused.labels(error.code).inc()
+            raise
+        # Counted after the body is read, so that the keep-alive connection stays usable.
+        address = request.remote_addr or "unknown"
+        if not runtime.correction_limits.take(address, time.monotonic()):
+            metrics.corrections_refused.labels("rate_limited").inc()
+            metrics.errors.labels("rate_limited", "http").inc()
+            wait_s = runtime.correction_limits.wait_s(address, time.monotonic())
+            response, status = error_response(
+                429, "rate_limited", "too many corrections from here; try again shortly"
+            )
+            response.headers["Retry-After"] = str(max(1, math.ceil(wait_s)))
+            return response, status
+        try:
+            correction_id = await store.add(correction)
+        except StoreError as error:
+            logger.error("%s", error)
+            metrics.corrections_refused.labels("unavailable").inc()
+            metrics.errors.labels("unavailable", "http").inc()
+            response, status = error_response(
+                503, "unavailable", "the correction could not be stored; try again shortly"
+            )
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response, status
+        metrics.corrections_stored.inc()
+        return {"id": correction_id}, 201
+
+    @app.get("/api/corrections/export")
+    async def export_corrections() -> Any:
+        store = runtime.store
+        if refusal := _admin_refusal():
+            return refusal
+        assert store is not None
+
+        async def lines() -> AsyncIterator[bytes]:
+            async for stored in store.export():
+                yield orjson.dumps(stored.as_json()) + b"\n"
+
+        return Response(lines(), content_type="application/x-ndjson")
+
+    @app.delete("/api/corrections/<correction_id>")
+    async def delete_correction(correction_id: str) -> Any:
+        store = runtime.store
+        if refusal := _admin_refusal():
+            return refusal
+        assert store is not None
+        if not await store.delete(correction_id):
+            return error_response(404, "not_found", "no correction has that id")
+        metrics.corrections_deleted.inc()
+        return Response(status=204)
+
+    def _admin_refusal() -> tuple[Response, int] | None:
+        """404 without an admin token configured, 401 without the right one, else None."""
+        if not settings.admin_token:
+            # Without a token the routes do not exist: answered as any unknown path is.
+            return error_response(404, "not_found", "not found")
+        if not authorized(request, settings.admin_token):
+            metrics.errors.labels("unauthorized", "http").inc()
+            response, status = error_response(401, "unauthorized", "a valid admin token is needed")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response, status
+        if runtime.store is None:
+            return error_response(503, "not_ready", "the corrections store is still opening")
+        return None
+
+    def _overloaded() -> tuple[Response, int]:
+        # Refused before the body is read, so a flood holds no memory: the connection
+        # cannot carry another request then, so say so.
+        metrics.errors.labels("overloaded", "http").inc()
+        response, status = error_response(
+            503, "overloaded", "too many uploads are waiting; try again shortly"
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        response.headers["Connection"] = "close"
+        return response, status
 
     @app.websocket("/ws")
     async def stream() -> Any:

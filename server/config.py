@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from PIL import Image
 
+from corrections.store import DEFAULT_DATABASE_URL, engine_url
 from model import MODEL_PATH
 from server.origins import parse_origins
 
@@ -125,6 +126,24 @@ class Settings:
     workers: int = field(
         default=1, metadata=_knob("server processes sharing the port, each with its own model")
     )
+    database_url: str = field(
+        default=DEFAULT_DATABASE_URL,
+        metadata=_knob(
+            "where corrections are stored: sqlite:///PATH (created on first use) or"
+            " postgresql://USER:PASSWORD@HOST/NAME, shared by every worker and host"
+        ),
+    )
+    admin_token: str = field(
+        default="",
+        metadata=_knob(
+            "bearer token for exporting and deleting corrections; empty: those routes do not"
+            " exist"
+        ),
+    )
+    max_corrections_per_minute: int = field(
+        default=30,
+        metadata=_knob("corrections one client address may send a minute; more get 429"),
+    )
 
     def __post_init__(self) -> None:
         host, _, port = self.bind.rpartition(":")
@@ -144,6 +163,7 @@ class Settings:
             # Pillow refuses such pictures itself, so a larger limit would be a false promise.
             raise ValueError(f"max_pixels must be at most {Image.MAX_IMAGE_PIXELS}")
         parse_origins(self.allowed_origins)
+        engine_url(self.database_url)
 
     @property
     def origins(self) -> frozenset[str] | None:

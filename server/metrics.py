@@ -99,6 +99,22 @@ class Metrics:
             "Pictures and drawings waiting for a decode process.",
             registry=self.registry,
         )
+        self.corrections_stored = Counter(
+            "digits_corrections_stored",
+            "Corrections committed to the store.",
+            registry=self.registry,
+        )
+        self.corrections_refused = Counter(
+            "digits_corrections_refused",
+            "Corrections refused, by error code (nothing of them is stored).",
+            ["code"],
+            registry=self.registry,
+        )
+        self.corrections_deleted = Counter(
+            "digits_corrections_deleted",
+            "Corrections deleted by an administrator.",
+            registry=self.registry,
+        )
         self.limits = Gauge(
             "digits_limit",
             "The server's limits, by name (as the settings call them).",

@@ -1,5 +1,6 @@
-"""Per-connection rate limits: messages (a token bucket with a one-second burst), work (a
-budget of CPU milliseconds that may go into debt), and persistent excess."""
+"""Rate limits: per connection, messages (a token bucket with a one-second burst), work (a
+budget of CPU milliseconds that may go into debt) and persistent excess; per client address,
+events such as corrections (`AddressLimits`)."""
 
 from __future__ import annotations
 
@@ -87,3 +88,40 @@ class Persistence:
             self.started = now
         self.last_refused = now
         return now - self.started >= self.limit_s
+
+
+class AddressLimits:
+    """A token bucket per client address: `per_minute` events a minute, in bursts of as many.
+
+    Addresses are kept in memory only, never stored. Once `max_addresses` are tracked, those
+    whose buckets have refilled (they would allow a full burst anyway) are forgotten.
+    """
+
+    def __init__(self, per_minute: int, max_addresses: int = 10_000) -> None:
+        self.per_minute = per_minute
+        self.max_addresses = max_addresses
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def take(self, address: str, now: float) -> bool:
+        """Spend one event of the address's allowance if it has one."""
+        bucket = self.buckets.get(address)
+        if bucket is None:
+            if len(self.buckets) >= self.max_addresses:
+                self._forget_idle(now)
+            bucket = TokenBucket(self.per_minute / 60.0, float(self.per_minute), now)
+            self.buckets[address] = bucket
+        return bucket.take(now)
+
+    def wait_s(self, address: str, now: float) -> float:
+        """Seconds until the address may send again."""
+        bucket = self.buckets.get(address)
+        return 0.0 if bucket is None else bucket.wait_s(now)
+
+    def _forget_idle(self, now: float) -> None:
+        for address, bucket in list(self.buckets.items()):
+            if bucket.wait_s(now) == 0.0 and bucket.tokens >= bucket.capacity:
+                del self.buckets[address]
+        if len(self.buckets) >= self.max_addresses:
+            # Every address is busy: forget the oldest half rather than grow without bound.
+            for address in list(self.buckets)[: self.max_addresses // 2]:
+                del self.buckets[address]

@@ -1,0 +1,261 @@
+"""The corrections store: one async API over SQLite (the default) or PostgreSQL.
+
+    store = CorrectionStore.open("sqlite:///data/corrections.sqlite3")
+    correction_id = await store.add(Correction(label="4", ink={...}))
+    async for stored in store.export(): ...
+
+- `database_url` is what people write (`sqlite:///PATH`, `postgresql://USER@HOST/DB`); the
+  store picks the async driver (aiosqlite, asyncpg) itself.
+- `migrate(url)` brings the schema to Alembic's newest revision. Every server process calls
+  it at start-up; a lock (a file lock beside a SQLite file, an advisory lock in PostgreSQL)
+  lets one of them migrate while the others wait, on one host or many.
+- `add` returns only once the row is committed: SQLite runs in WAL mode with
+  `synchronous=FULL`, so a correction that was answered survives a killed process and a
+  power cut alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import fcntl
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from corrections.schema import corrections
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+DEFAULT_DATABASE_URL = "sqlite:///data/corrections.sqlite3"
+# How long a SQLite writer waits for another process's transaction before giving up.
+SQLITE_BUSY_TIMEOUT_S = 30.0
+# Rows read per query while exporting: enough to stream quickly, few enough to hold little.
+EXPORT_PAGE_ROWS = 200
+# Any 64-bit number works; this one names the digits project in PostgreSQL's lock table.
+MIGRATION_LOCK_KEY = 0x6469676974730001
+
+
+class StoreError(Exception):
+    """The database could not be reached or refused the write."""
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What a person said a drawing shows, with the drawing: its ink or its picture."""
+
+    label: str
+    ink: dict[str, Any] | None = None
+    # A PNG, re-encoded by the server so that no metadata of the upload survives.
+    image: bytes | None = None
+    answer: dict[str, Any] | None = None
+    model_version: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredCorrection:
+    """A correction as stored: with its id and the time it was stored."""
+
+    id: str
+    created_at: datetime
+    correction: Correction
+
+    def as_json(self) -> dict[str, Any]:
+        """One line of the NDJSON export, as PROTOCOL.md ("Corrections") lists its fields."""
+        correction = self.correction
+        line: dict[str, Any] = {
+            "id": self.id,
+            "label": correction.label,
+            "created_at": self.created_at.isoformat().replace("+00:00", "Z"),
+        }
+        if correction.ink is not None:
+            line["ink"] = correction.ink
+        if correction.image is not None:
+            line["image"] = "data:image/png;base64," + base64.b64encode(correction.image).decode()
+        line["answer"] = correction.answer
+        line["model_version"] = correction.model_version
+        return line
+
+
+def engine_url(database_url: str) -> sa.URL:
+    """The SQLAlchemy URL, with the async driver, of a `sqlite:` or `postgresql:` URL."""
+    try:
+        url = sa.make_url(database_url)
+    except sa.exc.ArgumentError:
+        raise ValueError(f"not a database URL: {database_url!r}") from None
+    backend = url.drivername.partition("+")[0]
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            # Every connection would see a database of its own, and lose it on closing.
+            raise ValueError("a SQLite database URL needs a file: sqlite:///PATH")
+        return url.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+asyncpg")
+    raise ValueError(
+        f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://USER@HOST/NAME"
+    )
+
+
+def create_engine(database_url: str) -> AsyncEngine:
+    """An async engine for the URL; a SQLite file and its folder are created on first use."""
+    url = engine_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return create_async_engine(url, pool_pre_ping=True)
+    assert url.database is not None
+    Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def configure(connection: Any, record: Any) -> None:
+        cursor = connection.cursor()
+        # WAL: readers (an export) never block the writers; FULL: a commit is on disk
+        # before it returns, so a 201 survives a power cut, not only a killed process.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cursor.close()
+
+    return engine
+
+
+def alembic_config(database_url: str) -> Config:
+    """Alembic's configuration for the URL, without an alembic.ini."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # Alembic's options are ConfigParser values: a % in a password must be doubled.
+    url = engine_url(database_url).render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def migrate(database_url: str) -> None:
+    """Upgrade the database to the newest revision; safe to run from many processes at once.
+
+    Blocking: it runs its own event loop, so call it from a thread in async code.
+    """
+    with _sqlite_lock(database_url):
+        command.upgrade(alembic_config(database_url), "head")
+
+
+@contextmanager
+def _sqlite_lock(database_url: str) -> Iterator[None]:
+    """For a SQLite file, hold a lock file beside it; PostgreSQL locks inside the migration."""
+    url = engine_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        yield
+        return
+    assert url.database is not None
+    database = Path(url.database)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".migrating"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class CorrectionStore:
+    """Add, export and delete corrections; every call runs on the event loop without blocking it."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, database_url: str) -> CorrectionStore:
+        """A store on the URL's database (already migrated: see `migrate`)."""
+        return cls(create_engine(database_url))
+
+    async def add(self, correction: Correction) -> str:
+        """Store one correction and return its id, once it is committed."""
+        correction_id = str(uuid.uuid4())
+        row = {
+            "id": correction_id,
+            "created_at": datetime.now(UTC),
+            "label": correction.label,
+            "ink": correction.ink,
+            "image": correction.image,
+            "answer": correction.answer,
+            "model_version": correction.model_version,
+        }
+        try:
+            async with self.engine.begin() as connection:
+                await connection.execute(corrections.insert().values(**row))
+        except (sa.exc.SQLAlchemyError, OSError) as error:
+            raise StoreError(f"the correction could not be stored: {error}") from error
+        return correction_id
+
+    async def export(self) -> AsyncIterator[StoredCorrection]:
+        """Every stored correction, oldest first, read a page at a time."""
+        after = 0
+        while True:
+            query = (
+                sa.select(corrections)
+                .where(corrections.c.seq > after)
+                .order_by(corrections.c.seq)
+                .limit(EXPORT_PAGE_ROWS)
+            )
+            async with self.engine.connect() as connection:
+                rows = (await connection.execute(query)).mappings().all()
+            for row in rows:
+                yield _stored(row)
+            if len(rows) < EXPORT_PAGE_ROWS:
+                return
+            after = rows[-1]["seq"]
+
+    async def delete(self, correction_id: str) -> bool:
+        """Remove one correction; False when there is none with that id."""
+        async with self.engine.begin() as connection:
+            result = await connection.execute(
+                corrections.delete().where(corrections.c.id == correction_id)
+            )
+        return bool(result.rowcount)
+
+    async def count(self) -> int:
+        """How many corrections are stored."""
+        async with self.engine.connect() as connection:
+            total = await connection.scalar(sa.select(sa.func.count()).select_from(corrections))
+        return int(total or 0)
+
+    async def close(self) -> None:
+        """Close the pool's connections."""
+        await self.engine.dispose()
+
+
+def _stored(row: sa.RowMapping) -> StoredCorrection:
+    created_at: datetime = row["created_at"]
+    if created_at.tzinfo is None:
+        # SQLite keeps no zone; the store writes UTC only.
+        created_at = created_at.replace(tzinfo=UTC)
+    return StoredCorrection(
+        id=row["id"],
+        created_at=created_at,
+        correction=Correction(
+            label=row["label"],
+            ink=row["ink"],
+            image=row["image"],
+            answer=row["answer"],
+            model_version=row["model_version"],
+        ),
+    )
+
+
+def read_all(database_url: str) -> list[StoredCorrection]:
+    """Every stored correction, for scripts (training): blocking, with its own event loop."""
+
+    async def read() -> list[StoredCorrection]:
+        store = CorrectionStore.open(database_url)
+        try:
+            return [stored async for stored in store.export()]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
