@@ -1,8 +1,9 @@
-"""The command line: `python -m client predict FILE...` and `python -m client stream FILE`.
+"""The command line: `python -m client predict FILE...`, `stream FILE`, `correct FILE LABEL`.
 
     python -m client predict digit.png other.jpg       # one JSON line per file, over /ws
     python -m client predict --http digit.png          # the same over POST /api/predict
     python -m client stream client/examples/seven.json # replay a drawing, live updates
+    python -m client correct client/examples/four.json 4  # "it was a 4": a stored correction
 
 Exit status: 0 when every answer is a prediction; 1 when the server answered an error or an
 input file could not be read; 2 for a usage error; 3 when the server could not be reached,
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from client.errors import DigitsError, ProtocolTimeout, RecordingError, ServerError
-from client.http import http_url_for, predict_http
+from client.http import correct_http, http_url_for, predict_http
 from client.messages import Prediction
 from client.recording import (
     SEND_INTERVAL_MS,
@@ -42,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     arguments = _parser().parse_args(argv)
     try:
+        if arguments.command == "correct":
+            return _correct(arguments.file, arguments.label, arguments.url, arguments.timeout)
         if arguments.command == "predict":
             predict = _predict_http if arguments.http else _predict_socket
             return asyncio.run(predict(arguments.files, arguments.url, arguments.timeout))
@@ -95,7 +98,34 @@ def _parser() -> argparse.ArgumentParser:
         "--speed", type=_positive_float, default=1.0,
         help="replay this many times faster than recorded (default 1)",
     )
+    correct = commands.add_parser(
+        "correct", parents=[connection], help="tell the server the right reading of a drawing",
+        description="Send a correction: FILE (a picture, or a stroke recording .json, sent as "
+        "ink) shows LABEL (one or more digits, or not_digit). Prints the stored id as JSON.",
+    )
+    correct.add_argument("file", metavar="FILE", help="a picture or a stroke recording (.json)")
+    correct.add_argument("label", metavar="LABEL", help='the right reading: "4", "2026", not_digit')
     return parser
+
+
+def _correct(path: str, label: str, url: str, timeout: float) -> int:
+    """Post one correction of a picture or a recording's ink; print its id."""
+    if path.endswith(".json"):
+        recording = load_recording(path)
+        ink = {
+            "width": recording.width,
+            "height": recording.height,
+            "line_width": recording.line_width,
+            "strokes": [[[point.x, point.y] for point in stroke] for stroke in recording.strokes],
+        }
+        correction_id = correct_http(url, label, ink=ink, timeout=timeout)
+    else:
+        image = _read(path)
+        if image is None:
+            return EXIT_ANSWERED_ERROR
+        correction_id = correct_http(url, label, image=image, timeout=timeout)
+    _print_line({"path": path, "label": label, "id": correction_id})
+    return EXIT_OK
 
 
 def _positive_float(text: str) -> float:

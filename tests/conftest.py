@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from bench import server_process
 from bench.server_process import RunningServer, free_port
+from tests.databases import PostgresCluster
 
 __all__ = ["STARTUP_TIMEOUT_S", "TIMEOUT_S", "RunningServer", "free_port", "start_server"]
 
@@ -30,6 +32,30 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     running = start_server(tmp_path_factory.mktemp("server"))
     yield running
     running.stop(TIMEOUT_S)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster of Debian's packages, shared by the session's tests."""
+    cluster = PostgresCluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, database_name: str) -> str:
+    """An empty database of each kind: a SQLite file, or a new database in the cluster."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/corrections.sqlite3"
+    cluster = request.getfixturevalue("postgres")
+    assert isinstance(cluster, PostgresCluster)
+    return cluster.create_database(database_name)
+
+
+@pytest.fixture
+def database_name(request: pytest.FixtureRequest) -> str:
+    """A database name unique to this test."""
+    return "test_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:16]
 
 
 @pytest.fixture
