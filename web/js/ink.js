@@ -8,7 +8,8 @@
  *   drawn since the last message, in CSS pixels of the canvas rounded to 0.1 px;
  * - `{"type": "strokes", "width", "height", "line_width", "strokes"}`: the whole drawing,
  *   after a (re)connect or whenever the server's ink is not known to match the pad's;
- * - `{"type": "undo"}` and `{"type": "clear"}`.
+ * - `{"type": "undo"}` and `{"type": "clear"}`;
+ * and the whole drawing without a type, as a correction sends it.
  *
  * Every earlier stroke reaches the server whole: a stroke's last points go out at its pen-up,
  * before the next stroke can start. A new stroke whose predecessor is not whole on the
@@ -76,11 +77,15 @@ export class InkSync {
     this.synced = true;
     this.sentStrokes = strokes.length;
     this.sentPoints = strokes.length > 0 ? strokes[strokes.length - 1].length : 0;
-    return {
-      type: "strokes",
-      ...this.canvas(),
-      strokes: strokes.map((stroke) => stroke.map(wirePoint)),
-    };
+    return { type: "strokes", ...this.drawing() };
+  }
+
+  /**
+   * The pad's drawing as the wire carries it, `{width, height, line_width, strokes}`, without
+   * touching what the server is known to hold: what a correction sends.
+   */
+  drawing() {
+    return { ...this.canvas(), strokes: this.pad.strokes.map((stroke) => stroke.map(wirePoint)) };
   }
 
   /** Stroke `index` from point `from` on; a stroke the server lacks starts with point 0. */

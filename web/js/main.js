@@ -1,15 +1,18 @@
 /**
- * Wires the page together: the drawing pad, the connection and the answer panel.
+ * Wires the page together: the drawing pad, the connection, the answer panel and the
+ * "Wrong?" control that corrects an answer.
  *
  * Owns the page-wide tickets that order answers; how an edit reaches the server (ink messages
  * while the socket is open, the whole drawing once after each (re)connect or a refusal, a PNG
  * over HTTP at pen-up, undo and clear while the socket is down); the buttons (found by
  * `data-action`: undo, clear, save-strokes), the document-level keys (Escape clears,
  * Ctrl/Cmd+Z undoes, whatever has focus), the file input and drag-and-drop uploads, and the
- * connection status line.
+ * connection status line; which answers can be corrected (the shown, finished answer to the
+ * latest drawing or upload) and what a correction of one carries (the ink, or the file).
  */
 
 import { DrawingPad } from "./canvas.js";
+import { CorrectionPanel, CorrectionQueue } from "./corrections.js";
 import { PredictionDisplay } from "./display.js";
 import { InkSync } from "./ink.js";
 import { PredictionSocket } from "./socket.js";
@@ -27,6 +30,11 @@ function start() {
   const pad = new DrawingPad(document.querySelector("[data-role=pad]"));
   const display = new PredictionDisplay(document.querySelector("[data-role=answer]"));
   const socket = new PredictionSocket();
+  const corrections = new CorrectionQueue();
+  const correction = new CorrectionPanel(
+    document.querySelector("[data-role=correction]"),
+    corrections,
+  );
   const status = document.querySelector("[data-role=status]");
   const modelLine = document.querySelector("[data-role=model]");
   const fileInput = document.querySelector("[data-role=upload]");
@@ -45,6 +53,8 @@ function start() {
   };
 
   const ink = new InkSync(pad);
+  // The latest upload: its answer is corrected with the file, not with the pad's ink.
+  let upload = { ticket: -1, file: null };
 
   /** Tell the server of an edit: as ink over the socket, else as a picture over HTTP. */
   function deliver(action, final) {
@@ -60,12 +70,28 @@ function start() {
   }
 
   pad.addEventListener("snapshot", (event) => deliver(event.detail.action, event.detail.final));
-  pad.addEventListener("change", () => updateButtons());
+  pad.addEventListener("change", () => {
+    updateButtons();
+    correction.withdraw();
+  });
 
   socket.addEventListener("prediction", (event) => {
     const { ticket, final, prediction, source } = event.detail;
     display.show(ticket, prediction, { final, source });
+    offerCorrection(ticket, final, prediction);
   });
+
+  /** Offer "Wrong?" for a finished answer to what the page holds now, once it is shown. */
+  function offerCorrection(ticket, final, prediction) {
+    if (!final || ticket !== lastTicket || pad.isDrawing || display.shownTicket !== ticket) return;
+    if (prediction.empty) {
+      correction.withdraw();
+      return;
+    }
+    const subject = ticket === upload.ticket ? { file: upload.file } : { ink: ink.drawing() };
+    const modelVersion = socket.hello?.model?.version ?? null;
+    correction.offer({ ...subject, answer: prediction, modelVersion });
+  }
   socket.addEventListener("problem", (event) => {
     const { ticket, final, type, code, message, source, via } = event.detail;
     if (via === "socket") {
@@ -104,10 +130,12 @@ function start() {
     modelLine.textContent = `Model ${model.name} ${model.version}${accuracy}.`;
   });
   // After a (re)connect the server knows nothing of this page: the whole drawing goes once,
-  // including what was drawn while the socket was down, and ink follows it.
+  // including what was drawn while the socket was down, and ink follows it. The server is
+  // back, so are the corrections that waited for it.
   socket.addEventListener("open", () => {
     ink.reset();
     if (!pad.isEmpty) deliver("draw", !pad.isDrawing);
+    corrections.flush();
   });
 
   function showStatus(state) {
@@ -121,9 +149,11 @@ function start() {
     buttons.save.disabled = pad.isEmpty;
   }
 
-  function upload(file) {
+  function uploadFile(file) {
     if (!file) return;
     const ticket = nextTicket();
+    upload = { ticket, file };
+    correction.withdraw();
     socket.post(file, { ticket, final: true, source: `Uploaded ${file.name}` });
   }
 
@@ -158,7 +188,7 @@ function start() {
   });
 
   fileInput.addEventListener("change", () => {
-    upload(fileInput.files[0]);
+    uploadFile(fileInput.files[0]);
     // Choosing the same file again should post it again.
     fileInput.value = "";
   });
@@ -186,12 +216,14 @@ function start() {
     dragDepth = 0;
     document.body.classList.remove("dragging");
     const files = Array.from(event.dataTransfer.files);
-    upload(files.find((file) => file.type.startsWith("image/")) ?? files[0]);
+    uploadFile(files.find((file) => file.type.startsWith("image/")) ?? files[0]);
   });
 
   showStatus(socket.state);
   updateButtons();
   socket.connect();
+  // Corrections left waiting by an earlier visit.
+  corrections.flush();
 }
 
 function carriesFiles(event) {
