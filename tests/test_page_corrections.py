@@ -54,6 +54,8 @@ ANSWER_KEYS = {"digit", "confidence", "probabilities", "empty", "not_digit", "nu
 # The smallest target a finger hits reliably, in CSS pixels (WCAG 2.5.5).
 FINGER_PX = 44
 CORRECTIONS_URL = re.compile(r"/api/corrections$")
+# How long to watch for a second copy of a correction that must arrive once.
+QUIET_MS = 500
 Stroke = Callable[[Page, list[Point], Callable[[], None]], None]
 
 
@@ -355,7 +357,7 @@ def test_a_correction_made_offline_arrives_once_back_online(
     assert waiting(page) == []
     # The socket's reconnect asks for the queue again: nothing more goes.
     expect(page.locator("[data-role=status]")).to_have_attribute("data-state", "live")
-    page.wait_for_timeout(500)
+    page.wait_for_timeout(QUIET_MS)
     correction = the_new_one([], admin_server)
     expect_answer_seen(correction, answer, model_version(admin_server))
     assert correction["label"] == "1"
@@ -382,7 +384,7 @@ def test_a_correction_that_could_not_go_is_sent_after_a_reload(
     page.reload()
     wait_until(page, lambda: len(exported(admin_server)) == 1, "the stored correction")
     wait_until(page, lambda: waiting(page) == [], "an empty queue")
-    page.wait_for_timeout(500)
+    page.wait_for_timeout(QUIET_MS)
     assert [correction["label"] for correction in exported(admin_server)] == ["7"]
     forgive_console(desktop, "ERR_CONNECTION_REFUSED")
 
@@ -424,6 +426,6 @@ def test_busy_means_later_and_refused_means_never(
     expect(page.locator("[data-action=wrong]")).to_be_visible()
     page.unroute(CORRECTIONS_URL)
     page.evaluate("window.dispatchEvent(new Event('online'))")
-    page.wait_for_timeout(500)
+    page.wait_for_timeout(QUIET_MS)
     assert [correction["label"] for correction in exported(admin_server)] == ["1"]
     forgive_console(desktop, "status of 503", "status of 400")
