@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from hypercorn.middleware import ProxyFixMiddleware
 from quart import (
     Quart,
     Response,
@@ -149,6 +150,11 @@ def create_app(settings: Settings | None = None) -> Quart:
     app.request_class = UploadRequest
     app.config["MAX_CONTENT_LENGTH"] = body_limit_bytes(settings)
     # Quart's documented way to add ASGI middleware while `app` stays the Quart app.
+    if settings.proxy_hops:
+        # The client's address (for per-client limits) from the proxies' X-Forwarded-For.
+        app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]
+            app.asgi_app, mode="legacy", trusted_hops=settings.proxy_hops
+        )
     app.asgi_app = SecurityHeaders(app.asgi_app)  # type: ignore[method-assign]
     runtime = Runtime(settings)
     app.extensions["digits"] = runtime

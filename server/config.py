@@ -28,7 +28,7 @@ ENV_PREFIX = "DIGITS_"
 MIB = 1024 * 1024
 # Knobs for which zero makes sense: no debounce, no waiting to fill a batch, decoding in a
 # thread of the server process rather than in processes of its own.
-ZERO_ALLOWED = frozenset({"debounce_ms", "batch_wait_ms", "decode_processes"})
+ZERO_ALLOWED = frozenset({"debounce_ms", "batch_wait_ms", "decode_processes", "proxy_hops"})
 
 
 def _knob(help_text: str, *, name: str | None = None) -> dict[str, Any]:
@@ -136,13 +136,22 @@ class Settings:
     admin_token: str = field(
         default="",
         metadata=_knob(
-            "bearer token for exporting and deleting corrections; empty: those routes do not"
-            " exist"
+            "bearer token for exporting and deleting corrections (prefer the variable: a flag"
+            " shows in ps); empty: those routes do not exist"
         ),
     )
     max_corrections_per_minute: int = field(
         default=30,
-        metadata=_knob("corrections one client address may send a minute; more get 429"),
+        metadata=_knob(
+            "corrections one client address may send a minute to each worker; more get 429"
+        ),
+    )
+    proxy_hops: int = field(
+        default=0,
+        metadata=_knob(
+            "trusted reverse proxies in front (1 behind the shipped nginx): the client's"
+            " address is then read from X-Forwarded-For; 0: the connection's own address"
+        ),
     )
 
     def __post_init__(self) -> None:

@@ -362,3 +362,23 @@ def test_postgresql_stores_corrections_through_the_server(
         assert [line["id"] for line in export(client)] == [first, second]
         assert client.delete(f"/api/corrections/{first}", headers=ADMIN).status_code == 204
         assert [line["id"] for line in export(client)] == [second]
+
+
+def test_behind_a_proxy_each_forwarded_client_has_its_own_allowance(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """With `--proxy-hops 1` the limit counts X-Forwarded-For's client; without, it is ignored."""
+    behind = server_factory("--max-corrections-per-minute", "2", "--proxy-hops", "1")
+    direct = server_factory("--max-corrections-per-minute", "2")
+
+    def statuses(running: RunningServer, forwarded: str) -> list[int]:
+        with httpx.Client(base_url=running.http_url, timeout=TIMEOUT_S) as client:
+            headers = {"X-Forwarded-For": forwarded}
+            return [post(client, {"label": "1", "ink": INK}, headers=headers).status_code
+                    for _ in range(3)]
+
+    assert statuses(behind, "198.51.100.1") == [201, 201, 429]
+    assert statuses(behind, "198.51.100.2") == [201, 201, 429]
+    # A client cannot dodge the limit by sending the header itself.
+    assert statuses(direct, "198.51.100.1") == [201, 201, 429]
+    assert statuses(direct, "198.51.100.2") == [429, 429, 429]
