@@ -28,6 +28,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from tests.conftest import TIMEOUT_S, RunningServer, free_port
+from tests.databases import PostgresCluster
 from tests.drawing import draw_digit, encode
 
 # Debian installs nginx in /usr/sbin, which is not on every user's PATH.
@@ -62,6 +63,7 @@ http {{
 LOG_LINE = re.compile(r'"(?P<request>[^"]*)" (?P<status>\d{3}) .*upstream="(?P<upstream>[^"]*)"')
 # start_nginx polls this through nginx until it proxies; the tests leave those lines out.
 READINESS_PATH = "/readyz"
+ADMIN_TOKEN = "nginx-test-admin-token"
 
 
 def render_site(replacements: dict[str, str]) -> str:
@@ -296,3 +298,43 @@ async def test_stopping_a_backend_moves_new_connections_to_the_other(balancer: B
     assert all(entry.status in (200, 101) for entry in entries), entries
     # ... and nginx did try the stopped one first at least once: this is failover, not luck.
     assert [address(stopped), address(survivor)] in [entry.upstreams for entry in entries]
+
+
+@pytest.fixture
+def shared_store_balancer(
+    server_factory: Callable[..., RunningServer], tmp_path: Path, postgres: PostgresCluster
+) -> Iterator[Balancer]:
+    """nginx in front of two servers, as on two hosts, sharing one PostgreSQL store."""
+    url = postgres.create_database("behind_nginx")
+    flags = ("--database-url", url, "--proxy-hops", "1")
+    environment = {"DIGITS_ADMIN_TOKEN": ADMIN_TOKEN}
+    backends = (server_factory(*flags, env=environment), server_factory(*flags, env=environment))
+    running = start_nginx(tmp_path / "nginx", backends)
+    yield running
+    running.stop()
+
+
+async def test_backends_behind_nginx_share_one_corrections_store(
+    shared_store_balancer: Balancer,
+) -> None:
+    """Corrections posted through nginx reach both backends and land in one store, each once."""
+    ink = {"width": 280, "height": 280, "line_width": 18, "strokes": [[[140, 40], [140, 240]]]}
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with httpx.AsyncClient(
+        base_url=shared_store_balancer.http_url, timeout=TIMEOUT_S
+    ) as client:
+        posted = [
+            await client.post("/api/corrections", json={"label": str(n % 10), "ink": ink})
+            for n in range(10)
+        ]
+        assert [response.status_code for response in posted] == [201] * 10
+        ids = sorted(response.json()["id"] for response in posted)
+        # Each backend exports the whole shared store.
+        for _ in range(2):
+            export = await client.get("/api/corrections/export", headers=admin)
+            assert export.status_code == 200
+            assert sorted(json.loads(line)["id"] for line in export.text.splitlines()) == ids
+    entries = shared_store_balancer.wait_logged(12)
+    backends = {address(backend) for backend in shared_store_balancer.backends}
+    posts = [entry for entry in entries if entry.request.startswith("POST /api/corrections ")]
+    assert {entry.upstreams[0] for entry in posts} == backends, entries
