@@ -13,6 +13,7 @@ metadata = sa.MetaData()
 # The longest `label` kept: "not_digit", or a number of up to this many digits.
 MAX_LABEL_CHARS = 32
 MAX_MODEL_VERSION_CHARS = 64
+MAX_IDEMPOTENCY_KEY_CHARS = 64
 
 corrections = sa.Table(
     "corrections",
@@ -29,5 +30,9 @@ corrections = sa.Table(
     sa.Column("image", sa.LargeBinary(), nullable=True),
     sa.Column("answer", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("model_version", sa.String(MAX_MODEL_VERSION_CHARS), nullable=True),
+    # The client's name for one correction (the `Idempotency-Key` header), so that a retry
+    # whose first answer was lost is stored once. Random, so it identifies no one.
+    sa.Column("idempotency_key", sa.String(MAX_IDEMPOTENCY_KEY_CHARS), nullable=True),
     sa.CheckConstraint("(ink IS NULL) <> (image IS NULL)", name="ink_or_image"),
+    sa.UniqueConstraint("idempotency_key", name="uq_corrections_idempotency_key"),
 )

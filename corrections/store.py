@@ -174,8 +174,12 @@ class CorrectionStore:
         """A store on the URL's database (already migrated: see `migrate`)."""
         return cls(create_engine(database_url))
 
-    async def add(self, correction: Correction) -> str:
-        """Store one correction and return its id, once it is committed."""
+    async def add(self, correction: Correction, idempotency_key: str | None = None) -> str:
+        """Store one correction and return its id, once it is committed.
+
+        With an `idempotency_key` already stored, nothing is added and the id of the
+        correction stored under it is returned: a client's retry is stored once.
+        """
         correction_id = str(uuid.uuid4())
         row = {
             "id": correction_id,
@@ -185,13 +189,32 @@ class CorrectionStore:
             "image": correction.image,
             "answer": correction.answer,
             "model_version": correction.model_version,
+            "idempotency_key": idempotency_key,
         }
         try:
             async with self.engine.begin() as connection:
                 await connection.execute(corrections.insert().values(**row))
+        except sa.exc.IntegrityError as error:
+            stored_id = await self._stored_under(idempotency_key)
+            if stored_id is None:
+                raise StoreError(f"the correction could not be stored: {error}") from error
+            return stored_id
         except (sa.exc.SQLAlchemyError, OSError) as error:
             raise StoreError(f"the correction could not be stored: {error}") from error
         return correction_id
+
+    async def _stored_under(self, idempotency_key: str | None) -> str | None:
+        """The id of the correction stored with this key, if any."""
+        if idempotency_key is None:
+            return None
+        query = sa.select(corrections.c.id).where(
+            corrections.c.idempotency_key == idempotency_key
+        )
+        try:
+            async with self.engine.connect() as connection:
+                return await connection.scalar(query)
+        except (sa.exc.SQLAlchemyError, OSError) as error:
+            raise StoreError(f"the correction could not be stored: {error}") from error
 
     async def export(self) -> AsyncIterator[StoredCorrection]:
         """Every stored correction, oldest first, read a page at a time."""

@@ -34,7 +34,7 @@ from corrections.store import CorrectionStore, StoreError, migrate
 from model.inference import read_model_info
 from server.batching import DecodeError, InferenceWorker
 from server.config import Settings
-from server.corrections import authorized, read_correction
+from server.corrections import authorized, idempotency_key, read_correction
 from server.costs import picture_cost_ms
 from server.headers import SecurityHeaders
 from server.images import ImageError
@@ -233,6 +233,7 @@ def create_app(settings: Settings | None = None) -> Quart:
             runtime.waiting_uploads += 1
             try:
                 correction = await read_correction(request, settings)
+                key = idempotency_key(request)
             finally:
                 runtime.waiting_uploads -= 1
         except (UploadError, ImageError) as error:
@@ -250,7 +251,7 @@ def create_app(settings: Settings | None = None) -> Quart:
             response.headers["Retry-After"] = str(max(1, math.ceil(wait_s)))
             return response, status
         try:
-            correction_id = await store.add(correction)
+            correction_id = await store.add(correction, key)
         except StoreError as error:
             logger.error("%s", error)
             metrics.corrections_refused.labels("unavailable").inc()

@@ -3,7 +3,8 @@
 The body is JSON: `label` ("0"-"9", a number of up to 32 digits, or "not_digit"), and the
 drawing as `ink` (validated like a `strokes` message, under the same limits) or as `image`
 (a data URL or base64, decoded under the same limits as a prediction's picture), plus the
-optional `answer` the person saw and the `model_version` that gave it. Refusals are
+optional `answer` the person saw and the `model_version` that gave it. An optional
+`Idempotency-Key` header names the correction, so that a retry is stored once. Refusals are
 `UploadError`s and `ImageError`s carrying PROTOCOL.md's statuses and codes.
 
 A picture is decoded and stored as a fresh PNG: whatever else the upload carried (EXIF
@@ -22,7 +23,11 @@ from typing import Any
 import orjson
 from quart import Request
 
-from corrections.schema import MAX_LABEL_CHARS, MAX_MODEL_VERSION_CHARS
+from corrections.schema import (
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_LABEL_CHARS,
+    MAX_MODEL_VERSION_CHARS,
+)
 from corrections.store import Correction
 from server.config import Settings
 from server.images import ImageError, decode_text, open_image
@@ -33,6 +38,19 @@ NOT_DIGIT = "not_digit"
 LABEL = re.compile(rf"[0-9]{{1,{MAX_LABEL_CHARS}}}|{NOT_DIGIT}")
 # The prediction object the person saw, as JSON: a few hundred bytes; far more is not one.
 MAX_ANSWER_BYTES = 4096
+IDEMPOTENCY_KEY = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}")
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The request's `Idempotency-Key` header: 1 to 64 letters, digits, `-` and `_`."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise UploadError(
+            400,
+            "bad_request",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} letters, digits, - or _",
+        )
+    return key
 
 
 async def read_correction(request: Request, settings: Settings) -> Correction:

@@ -382,3 +382,30 @@ def test_behind_a_proxy_each_forwarded_client_has_its_own_allowance(
     # A client cannot dodge the limit by sending the header itself.
     assert statuses(direct, "198.51.100.1") == [201, 201, 429]
     assert statuses(direct, "198.51.100.2") == [429, 429, 429]
+
+
+def test_a_retried_correction_with_its_idempotency_key_is_stored_once(
+    http: httpx.Client,
+) -> None:
+    """The same Idempotency-Key twice: 201 with the same id both times, one stored row."""
+    headers = {"Idempotency-Key": "page-3f9a1c-0001"}
+    first = post(http, {"label": "6", "ink": INK}, headers=headers)
+    again = post(http, {"label": "6", "ink": INK}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json()["id"] == again.json()["id"]
+    assert [line["id"] for line in export(http)].count(first.json()["id"]) == 1
+    other = post(http, {"label": "6", "ink": INK}, headers={"Idempotency-Key": "page-3f9a1c-0002"})
+    assert other.json()["id"] != first.json()["id"]
+
+
+@pytest.mark.parametrize("key", ["", "has space", "k" * 65, "semi;colon", "ünï"])
+def test_a_malformed_idempotency_key_is_refused(http: httpx.Client, key: str) -> None:
+    """A key that is not 1-64 letters, digits, - or _ gets 400, and nothing is stored."""
+    before = export(http)
+    response = post(
+        http, None, content=json.dumps({"label": "6", "ink": INK}).encode(),
+        headers={"Content-Type": "application/json", "Idempotency-Key": key.encode()},
+    )
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()["error"]["message"]
+    assert export(http) == before

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -17,6 +19,7 @@ from corrections.store import (
     Correction,
     CorrectionStore,
     StoreError,
+    alembic_config,
     create_engine,
     engine_url,
     migrate,
@@ -168,3 +171,44 @@ def test_unusable_urls_are_refused(url: str) -> None:
     """An in-memory SQLite, another database, or no URL at all is a clear ValueError."""
     with pytest.raises(ValueError, match=r"sqlite|database URL|unsupported"):
         engine_url(url)
+
+
+async def test_a_retry_with_the_same_idempotency_key_is_stored_once(database_url: str) -> None:
+    """The same key gives back the first id and stores nothing more; other keys store anew."""
+    await asyncio.to_thread(migrate, database_url)
+    store = CorrectionStore.open(database_url)
+    try:
+        first = await store.add(Correction("4", ink=INK), "key-1")
+        assert await store.add(Correction("4", ink=INK), "key-1") == first
+        assert await store.add(Correction("5", ink=INK), "key-2") != first
+        assert await store.add(Correction("6", ink=INK)) != first
+        assert await store.count() == 3
+        with pytest.raises(StoreError):
+            # A key is no excuse for a row the table refuses.
+            await store.add(Correction("1"), "key-3")
+    finally:
+        await store.close()
+
+
+def test_upgrading_keeps_the_corrections_already_stored(database_url: str) -> None:
+    """Corrections stored under revision 0001 are all there, whole, after upgrading to head."""
+    command.upgrade(alembic_config(database_url), "0001")
+    row = {"id": "0b7e", "created_at": datetime.now(UTC), "label": "3", "ink": INK}
+    old_table = sa.table(
+        "corrections", *(sa.column(name) for name in ("id", "created_at", "label", "ink"))
+    )
+
+    async def insert_then_read() -> list[str]:
+        engine = create_engine(database_url)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    old_table.insert().values(**{**row, "ink": json.dumps(INK)})
+                )
+            await asyncio.to_thread(migrate, database_url)
+            store = CorrectionStore(engine)
+            return [stored.as_json()["label"] async for stored in store.export()]
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(insert_then_read()) == ["3"]

@@ -429,3 +429,34 @@ def test_busy_means_later_and_refused_means_never(
     page.wait_for_timeout(QUIET_MS)
     assert [correction["label"] for correction in exported(admin_server)] == ["1"]
     forgive_console(desktop, "status of 503", "status of 400")
+
+
+def test_a_correction_whose_answer_was_lost_is_stored_once(
+    desktop: Watch, admin_server: RunningServer
+) -> None:
+    """Stored, but the 201 never reached the page: the retry carries the same Idempotency-Key."""
+    page = desktop.page
+    draw(desktop, "7", mouse_stroke)
+    keys: list[str] = []
+
+    def lose_the_answer(route: Route) -> None:
+        keys.append(route.request.headers["idempotency-key"])
+        stored = route.fetch()
+        assert stored.status == 201
+        route.abort("connectionreset")
+
+    page.route(CORRECTIONS_URL, lose_the_answer)
+    correct(page, "1")
+    status = page.locator("[data-role=correction-status]")
+    expect(status).to_have_attribute("data-state", "waiting")
+    assert len(exported(admin_server)) == 1
+    page.unroute(CORRECTIONS_URL)
+
+    with page.expect_request(CORRECTIONS_URL) as retried:
+        page.evaluate("window.dispatchEvent(new Event('online'))")
+    assert retried.value.headers["idempotency-key"] == keys[0]
+    expect(status).to_have_attribute("data-state", "stored")
+    page.wait_for_timeout(QUIET_MS)
+    assert [correction["label"] for correction in exported(admin_server)] == ["1"]
+    assert waiting(page) == []
+    forgive_console(desktop, "ERR_CONNECTION_RESET")

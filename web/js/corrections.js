@@ -72,14 +72,17 @@ export class CorrectionQueue extends EventTarget {
    *   message?: string}>} for "waiting", `id` names it in the "sent" event to come
    */
   async submit(body) {
-    const outcome = navigator.onLine === false ? unreachable() : await this.post(body);
+    // The id goes with every try as the Idempotency-Key: if an answer is lost on the way
+    // back, the retry is stored once.
+    const id = newId();
+    const outcome = navigator.onLine === false ? unreachable() : await this.post(body, id);
     if (outcome.kind === "stored") {
       // The server is reachable again: a good moment for the ones that waited.
       this.flush();
       return outcome;
     }
     if (outcome.kind === "refused") return outcome;
-    const id = this.waiting.add(body);
+    this.waiting.add(id, body);
     this.retryAfter(outcome.retryMs);
     return { kind: "waiting", id, reason: outcome.reason };
   }
@@ -106,7 +109,7 @@ export class CorrectionQueue extends EventTarget {
       // Read afresh every time: another tab may have sent some under the same lock.
       const [entry] = this.waiting.list();
       if (entry === undefined || navigator.onLine === false) return;
-      const outcome = await this.post(entry.body);
+      const outcome = await this.post(entry.body, entry.id);
       if (outcome.kind === "waiting") {
         this.retryAfter(outcome.retryMs);
         return;
@@ -125,12 +128,12 @@ export class CorrectionQueue extends EventTarget {
   }
 
   /** One `POST /api/corrections`, sorted into stored, waiting (for later) or refused. */
-  async post(body) {
+  async post(body, key) {
     let response;
     try {
       response = await fetch(this.url, {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: { "Content-Type": "application/json", "Idempotency-Key": key },
         body: JSON.stringify(body),
         signal: timeoutSignal(REQUEST_TIMEOUT_MS),
       });
@@ -179,8 +182,8 @@ class WaitingRoom {
     return [...this.read(), ...this.memory];
   }
 
-  add(body) {
-    const entry = { id: newId(), body };
+  add(id, body) {
+    const entry = { id, body };
     if (!this.write([...this.read(), entry].slice(-MAX_WAITING))) {
       this.memory = [...this.memory, entry].slice(-MAX_WAITING);
     }
@@ -415,8 +418,11 @@ function isEntry(entry) {
 }
 
 function newId() {
-  // crypto.randomUUID needs a secure context; a page served over plain http on a LAN has none.
-  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 10)}`;
+  // crypto.randomUUID needs a secure context (a page served over plain http on a LAN has
+  // none), crypto.getRandomValues does not. The server takes 1-64 of [A-Za-z0-9_-].
+  const random = new Uint32Array(4);
+  crypto.getRandomValues(random);
+  return [Date.now(), ...random].map((part) => part.toString(36)).join("-");
 }
 
 /** Retry-After in milliseconds (seconds or an HTTP date), within reason; undefined if none. */
