@@ -531,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     key = "attack" if arguments.attack else "load"
     results = {
         "method": report.METHOD,
-        **{name: existing[name] for name in ("load", "attack") if name in existing},
+        **{name: existing[name] for name in ("load", "attack", "corrections") if name in existing},
         key: section,
     }
     arguments.out.write_text(json.dumps(results, indent=2) + "\n")

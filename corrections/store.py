@@ -20,7 +20,7 @@ import asyncio
 import base64
 import fcntl
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +38,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 DEFAULT_DATABASE_URL = "sqlite:///data/corrections.sqlite3"
 # How long a SQLite writer waits for another process's transaction before giving up.
 SQLITE_BUSY_TIMEOUT_S = 30.0
+# Most corrections committed in one transaction.
+MAX_GROUP_ROWS = 256
 # Rows read per query while exporting: enough to stream quickly, few enough to hold little.
 EXPORT_PAGE_ROWS = 200
 # Any 64-bit number works; this one names the digits project in PostgreSQL's lock table.
@@ -168,6 +170,9 @@ class CorrectionStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # Rows waiting for the next group commit, each with the future its request awaits.
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[str]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     @classmethod
     def open(cls, database_url: str) -> CorrectionStore:
@@ -179,10 +184,13 @@ class CorrectionStore:
 
         With an `idempotency_key` already stored, nothing is added and the id of the
         correction stored under it is returned: a client's retry is stored once.
+
+        Corrections that arrive while a commit is under way wait for the next one and go
+        in together (group commit): one transaction and one sync to disk for many, rather
+        than a queue of them fighting for SQLite's single write lock.
         """
-        correction_id = str(uuid.uuid4())
         row = {
-            "id": correction_id,
+            "id": str(uuid.uuid4()),
             "created_at": datetime.now(UTC),
             "label": correction.label,
             "ink": correction.ink,
@@ -191,17 +199,49 @@ class CorrectionStore:
             "model_version": correction.model_version,
             "idempotency_key": idempotency_key,
         }
+        stored: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.append((row, stored))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_waiting())
+        # Shielded: a request that goes away leaves its row to be written (or not) with the
+        # others, rather than cancelling the writer that other requests wait on.
+        return await asyncio.shield(stored)
+
+    async def _write_waiting(self) -> None:
+        """Commit the waiting rows, a group at a time, until none wait."""
+        while self._waiting:
+            group = self._waiting[:MAX_GROUP_ROWS]
+            del self._waiting[:MAX_GROUP_ROWS]
+            try:
+                async with self.engine.begin() as connection:
+                    await connection.execute(corrections.insert(), [row for row, _ in group])
+            except sa.exc.IntegrityError:
+                # A retried key (or a row the table refuses) spoils the group's transaction:
+                # its rows go one at a time, so that each gets its own answer.
+                for row, stored in group:
+                    await _settle(stored, self._insert_one(row))
+                continue
+            except (sa.exc.SQLAlchemyError, OSError) as error:
+                for _, stored in group:
+                    _fail(stored, StoreError(f"the correction could not be stored: {error}"))
+                continue
+            for row, stored in group:
+                if not stored.done():
+                    stored.set_result(row["id"])
+
+    async def _insert_one(self, row: dict[str, Any]) -> str:
+        """Store one row in a transaction of its own; a retried key gives the stored id."""
         try:
             async with self.engine.begin() as connection:
                 await connection.execute(corrections.insert().values(**row))
         except sa.exc.IntegrityError as error:
-            stored_id = await self._stored_under(idempotency_key)
+            stored_id = await self._stored_under(row["idempotency_key"])
             if stored_id is None:
                 raise StoreError(f"the correction could not be stored: {error}") from error
             return stored_id
         except (sa.exc.SQLAlchemyError, OSError) as error:
             raise StoreError(f"the correction could not be stored: {error}") from error
-        return correction_id
+        return str(row["id"])
 
     async def _stored_under(self, idempotency_key: str | None) -> str | None:
         """The id of the correction stored with this key, if any."""
@@ -249,8 +289,26 @@ class CorrectionStore:
         return int(total or 0)
 
     async def close(self) -> None:
-        """Close the pool's connections."""
+        """Finish the writes under way, then close the pool's connections."""
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
         await self.engine.dispose()
+
+
+async def _settle(future: asyncio.Future[str], outcome: Awaitable[str]) -> None:
+    """Give the future the outcome's id, or its StoreError."""
+    try:
+        correction_id = await outcome
+    except StoreError as error:
+        _fail(future, error)
+        return
+    if not future.done():
+        future.set_result(correction_id)
+
+
+def _fail(future: asyncio.Future[str], error: StoreError) -> None:
+    if not future.done():
+        future.set_exception(error)
 
 
 def _stored(row: sa.RowMapping) -> StoredCorrection:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bench import server_process
+from bench.postgres import PostgresCluster
 from bench.server_process import RunningServer, free_port
-from tests.databases import PostgresCluster
 
 __all__ = ["STARTUP_TIMEOUT_S", "TIMEOUT_S", "RunningServer", "free_port", "start_server"]
 

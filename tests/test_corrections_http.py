@@ -14,9 +14,9 @@ import httpx
 import pytest
 from PIL import Image, PngImagePlugin
 
+from bench.postgres import PostgresCluster
 from client.cli import main as client_main
 from tests.conftest import TIMEOUT_S, RunningServer
-from tests.databases import PostgresCluster
 
 TOKEN = "a-long-random-admin-token-for-tests"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}

@@ -27,8 +27,8 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
+from bench.postgres import PostgresCluster
 from tests.conftest import TIMEOUT_S, RunningServer, free_port
-from tests.databases import PostgresCluster
 from tests.drawing import draw_digit, encode
 
 # Debian installs nginx in /usr/sbin, which is not on every user's PATH.

@@ -1,4 +1,4 @@
-"""Throwaway databases for tests: a SQLite file, or a PostgreSQL cluster of Debian's packages.
+"""A throwaway PostgreSQL cluster of Debian's packages, for the tests and the corrections bench.
 
 `PostgresCluster` runs `initdb` and `pg_ctl` from Debian's `postgresql` package (which
 `scripts/install-system-packages` installs) in a fresh temporary directory, on a free port
