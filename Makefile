@@ -26,9 +26,10 @@ test: system-packages $(STAMP)  ## Lint, type-check and run the whole test suite
 train: $(STAMP)  ## Train the CNN and write every file of model/
 	$(PY) -m train
 
-bench: $(STAMP)  ## Replay the page's recorded traffic against the server: load, saturation, attacks
+bench: $(STAMP)  ## Replay the page's recorded traffic against the server: load, saturation, attacks, corrections
 	$(PY) -m bench
 	$(PY) -m bench --attack
+	$(PY) -m bench.corrections
 
 bench-record: $(STAMP)  ## Record what the page sends while digits are drawn on it, for make bench
 	$(PY) -m bench.record

@@ -212,3 +212,24 @@ def test_upgrading_keeps_the_corrections_already_stored(database_url: str) -> No
             await engine.dispose()
 
     assert asyncio.run(insert_then_read()) == ["3"]
+
+
+async def test_concurrent_adds_commit_together_and_each_gets_its_answer(
+    database_url: str,
+) -> None:
+    """Many adds at once (one group commit): every good row once, retried keys once, bad refused."""
+    await asyncio.to_thread(migrate, database_url)
+    store = CorrectionStore.open(database_url)
+    try:
+        good = [store.add(Correction(str(n % 10), ink=INK)) for n in range(40)]
+        same_key = [store.add(Correction("3", ink=INK), "shared-key") for _ in range(5)]
+        outcomes = await asyncio.gather(
+            *good, *same_key, store.add(Correction("1")), return_exceptions=True
+        )
+        assert all(isinstance(outcome, str) for outcome in outcomes[:45])
+        assert len(set(outcomes[:40])) == 40
+        assert len(set(outcomes[40:45])) == 1
+        assert isinstance(outcomes[45], StoreError)
+        assert await store.count() == 41
+    finally:
+        await store.close()
