@@ -72,8 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     connection = argparse.ArgumentParser(add_help=False)
     connection.add_argument(
         "--url", default=DEFAULT_URL,
-        help=f"the server's WebSocket URL (default {DEFAULT_URL}); --http derives its "
-        "HTTP address from it",
+        help=f"the server: its WebSocket URL (default {DEFAULT_URL}) or its own address "
+        "(http://127.0.0.1:8000); either works for every command",
     )
     connection.add_argument(
         "--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S,

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit, urlunsplit
 
 import websockets.exceptions
 from PIL import Image
@@ -86,7 +87,12 @@ class DigitsClient:
         cls, url: str = DEFAULT_URL, *, timeout: float = DEFAULT_TIMEOUT_S,
         origin: str | None = None,
     ) -> DigitsClient:
-        """Connect and read the hello; `timeout` bounds each, and every later wait."""
+        """Connect and read the hello; `timeout` bounds each, and every later wait.
+
+        `url` is the WebSocket URL (`ws://host:port/ws`) or the server's own address
+        (`http://host:port`, as `make serve` prints it), which leads to its `/ws`.
+        """
+        url = websocket_url_for(url)
         connection = await _open_socket(url, timeout, origin)
         try:
             hello = await _read_hello(connection, url, timeout)
@@ -293,6 +299,22 @@ class _Predictions:
         if isinstance(answer, ServerError):
             raise answer
         return answer
+
+
+def websocket_url_for(url: str) -> str:
+    """The WebSocket URL of a server address: `http://host:port` gives `ws://host:port/ws`.
+
+    A `ws(s)://` URL is kept as it is; an `http(s)://` one gets the matching scheme and, unless
+    it already ends in `/ws`, the `/ws` path (a trailing `/api/predict` is dropped).
+    """
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme)
+    if scheme is None:
+        return url
+    path = parts.path.rstrip("/").removesuffix("/api/predict")
+    if not path.endswith("/ws"):
+        path += "/ws"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
 async def _open_socket(url: str, timeout: float, origin: str | None) -> ClientConnection:

@@ -26,6 +26,7 @@ from client import (
 from client.cli import main
 from client.errors import RecordingError
 from client.recording import SEND_INTERVAL_MS, load_recording, parse_recording, replay_schedule
+from client.session import websocket_url_for
 from model import METRICS_PATH
 from tests.conftest import TIMEOUT_S, RunningServer, free_port
 
@@ -265,18 +266,18 @@ async def test_unreachable_server_raises_connection_failed() -> None:
         predict_http(url, b"\x89PNG\r\n\x1a\n", TIMEOUT_S)
 
 
+@pytest.mark.parametrize("address", ["websocket", "server"])
 @pytest.mark.parametrize("transport", [[], ["--http"]], ids=["websocket", "http"])
 def test_cli_predict_prints_one_line_per_file(
-    server: RunningServer, seven_png: Path, transport: list[str],
+    server: RunningServer, seven_png: Path, transport: list[str], address: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """`predict FILE...` prints one JSON line per file with path, digit and probabilities."""
+    """`predict FILE...` prints one JSON line per file, given either of the server's URLs."""
     other = seven_png.with_name("again.png")
     other.write_bytes(seven_png.read_bytes())
     files = [str(seven_png), str(other)]
-    status = main(
-        ["predict", *transport, "--url", server.ws_url, "--timeout", str(TIMEOUT_S), *files]
-    )
+    url = server.ws_url if address == "websocket" else server.http_url
+    status = main(["predict", *transport, "--url", url, "--timeout", str(TIMEOUT_S), *files])
     output = capsys.readouterr()
     assert status == 0, output.err
     lines = json_lines(output.out)
@@ -403,3 +404,19 @@ def test_bad_recordings_are_refused(body: object) -> None:
 def test_http_url_for(url: str, expected: str) -> None:
     """The HTTP base is derived from the WebSocket URL (or kept)."""
     assert http_url_for(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:8000", "ws://127.0.0.1:8000/ws"),
+        ("http://127.0.0.1:8000/", "ws://127.0.0.1:8000/ws"),
+        ("https://digits.example/app/", "wss://digits.example/app/ws"),
+        ("http://127.0.0.1:8000/api/predict", "ws://127.0.0.1:8000/ws"),
+        ("http://127.0.0.1:8000/ws", "ws://127.0.0.1:8000/ws"),
+        ("ws://127.0.0.1:8000/ws", "ws://127.0.0.1:8000/ws"),
+    ],
+)
+def test_websocket_url_for(url: str, expected: str) -> None:
+    """The server's own address leads to its /ws; a WebSocket URL is kept."""
+    assert websocket_url_for(url) == expected
