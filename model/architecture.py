@@ -7,10 +7,24 @@ from keras import layers
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
+NOT_DIGIT = 10  # The index of the "not a digit" output in an eleven-class model.
 
 
-def build_model() -> keras.Model:
-    """Conv 32, conv 64, max-pool, dropout, dense 128, dropout, softmax over ten digits."""
+def build_model(classes: int = NUM_CLASSES, temperature: float | None = None) -> keras.Model:
+    """Conv 32, conv 64, max-pool, dropout, dense 128, dropout, softmax over `classes`.
+
+    The eleventh class, when there is one, is "not a digit". With a `temperature` the last
+    layer gives logits, divided by the temperature before the softmax: the same weights,
+    calibrated probabilities, and every layer serializable (no Lambda).
+    """
+    if temperature is None:
+        head = [layers.Dense(classes, activation="softmax")]
+    else:
+        head = [
+            layers.Dense(classes, name="logits"),
+            layers.Rescaling(1.0 / temperature, name="temperature"),
+            layers.Softmax(name="probabilities"),
+        ]
     return keras.Sequential(
         [
             keras.Input(shape=INPUT_SHAPE),
@@ -21,7 +35,7 @@ def build_model() -> keras.Model:
             layers.Flatten(),
             layers.Dense(128, activation="relu"),
             layers.Dropout(0.5),
-            layers.Dense(NUM_CLASSES, activation="softmax"),
+            *head,
         ],
         name="digits_cnn",
     )
