@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test system-packages train bench bench-record lint clean
+.PHONY: serve test system-packages train bench bench-record lint clean finetune
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,3 +36,8 @@ bench-record: $(STAMP)  ## Record what the page sends while digits are drawn on 
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+DATABASE_URL ?= sqlite:///data/corrections.sqlite3
+
+finetune: $(STAMP)  ## Fine-tune the model on the stored corrections; writes model/versions/<version>/
+	$(PY) -m train.finetune --database-url $(DATABASE_URL)
