@@ -10,12 +10,17 @@ NUM_CLASSES = 10
 NOT_DIGIT = 10  # The index of the "not a digit" output in an eleven-class model.
 
 
-def build_model(classes: int = NUM_CLASSES, temperature: float | None = None) -> keras.Model:
+def build_model(
+    classes: int = NUM_CLASSES, temperature: float | None = None, deeper: bool = False
+) -> keras.Model:
     """Conv 32, conv 64, max-pool, dropout, dense 128, dropout, softmax over `classes`.
 
     The eleventh class, when there is one, is "not a digit". With a `temperature` the last
     layer gives logits, divided by the temperature before the softmax: the same weights,
-    calibrated probabilities, and every layer serializable (no Lambda).
+    calibrated probabilities, and every layer serializable (no Lambda). `deeper` replaces
+    the two convolutions with two pairs (32, 32, pool, 64, 64, pool): a sixth of the
+    parameters, as fast, and more accurate once the outputs share the model with
+    "not a digit".
     """
     if temperature is None:
         head = [layers.Dense(classes, activation="softmax")]
@@ -25,12 +30,25 @@ def build_model(classes: int = NUM_CLASSES, temperature: float | None = None) ->
             layers.Rescaling(1.0 / temperature, name="temperature"),
             layers.Softmax(name="probabilities"),
         ]
-    return keras.Sequential(
-        [
-            keras.Input(shape=INPUT_SHAPE),
+    if deeper:
+        features = [
+            layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+            layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+            layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+            layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+            layers.MaxPooling2D(pool_size=(2, 2)),
+        ]
+    else:
+        features = [
             layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
             layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
             layers.MaxPooling2D(pool_size=(2, 2)),
+        ]
+    return keras.Sequential(
+        [
+            keras.Input(shape=INPUT_SHAPE),
+            *features,
             layers.Dropout(0.25),
             layers.Flatten(),
             layers.Dense(128, activation="relu"),

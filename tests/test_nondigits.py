@@ -142,3 +142,21 @@ def test_font_files_are_only_font_files(tmp_path: Path) -> None:
     (tmp_path / "face.OTF").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not a font")
     assert [path.name for path in font_files([tmp_path])] == ["face.OTF", "face.ttf"]
+
+
+def test_calibrated_model_divides_logits_by_its_temperature(tmp_path: Path) -> None:
+    """The saved eleven-class model gives softmax(logits / T) and reloads without Lambda."""
+    import keras
+
+    from model.architecture import build_model
+
+    plain = build_model(11, temperature=1.0, deeper=True)
+    calibrated = build_model(11, temperature=2.5, deeper=True)
+    calibrated.set_weights(plain.get_weights())
+    calibrated.save(tmp_path / "digits.keras")
+    reloaded = keras.saving.load_model(tmp_path / "digits.keras", compile=False)
+    inputs = np.random.default_rng(4).random((3, 28, 28, 1), dtype=np.float32)
+    logits = keras.Model(plain.inputs[0], plain.get_layer("logits").output)(inputs).numpy()
+    expected = np.exp(logits / 2.5) / np.exp(logits / 2.5).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(reloaded(inputs).numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert all(type(layer).__name__ != "Lambda" for layer in reloaded.layers)

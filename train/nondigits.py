@@ -98,6 +98,11 @@ ONE_LIKE_DEGREES = 50.0
 # away from the loop, is a 0.
 LOOP_HOLE_SHARE = 0.04
 LOOP_OUTSIDE_INK = 0.3
+# The fragment beside a digit in a pair keeps at least this share of its digit's ink.
+PAIR_PIECE_MIN_KEPT = 0.35
+# Share of letters, symbols and shapes drawn upright and even like print (some with serifs):
+# measured, hand-drawn ones alone left printed letters (e, J, d, C) read as digits.
+PRINTED_SHARE = 0.4
 
 CANVAS_SIZE = 280  # The page's square canvas, in pixels; strokes are drawn on it.
 UPSCALE = 2  # MNIST digits are cut and placed at twice their size.
@@ -359,8 +364,13 @@ def _cropped(ink: FloatArray, floor: float = 0.1) -> FloatArray:
     return np.asarray(ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1], dtype=np.float32)
 
 
-def cut_fragment(ink: FloatArray, generator: np.random.Generator) -> FloatArray | None:
-    """Cut part of a digit away; None when too little was removed or the rest is digit-like."""
+def cut_fragment(
+    ink: FloatArray, generator: np.random.Generator, min_kept: float = MIN_KEPT_INK
+) -> FloatArray | None:
+    """Cut part of a digit away; None when too little was removed or the rest is digit-like.
+
+    The piece keeps between `min_kept` and `1 - MIN_REMOVED_INK` of the digit's ink.
+    """
     height, width = ink.shape
     rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
     cut = int(generator.integers(4))
@@ -401,7 +411,7 @@ def cut_fragment(ink: FloatArray, generator: np.random.Generator) -> FloatArray 
     kept = np.asarray(ink * keep, dtype=np.float32)
     total = float(ink.sum())
     share = float(kept.sum()) / max(total, 1e-6)
-    if not MIN_KEPT_INK <= share <= 1.0 - MIN_REMOVED_INK:
+    if not min_kept <= share <= 1.0 - MIN_REMOVED_INK:
         return None
     kept = _cropped(kept)
     if kept.size == 0 or looks_like_a_digit(kept):
@@ -464,7 +474,8 @@ def _group(
         ink = _digit_ink(generator, digits, labels)
         if count == 2 and index == 1 and generator.random() < 0.3:
             # A digit and part of its neighbour, as an over-eager merge sees them.
-            piece = cut_fragment(ink, generator)
+            # A speck beside a digit is still that digit: the piece keeps a good share.
+            piece = cut_fragment(ink, generator, min_kept=PAIR_PIECE_MIN_KEPT)
             ink = ink if piece is None else piece
         scale = generator.uniform(0.7, 1.15)
         ink = np.clip(ndimage.zoom(ink, scale, order=1), 0.0, 1.0)
@@ -521,11 +532,13 @@ def draw_unit_strokes(
     strokes: Sequence[Sequence[tuple[float, float]]],
     generator: np.random.Generator,
     tremor: float = 0.012,
+    printed: bool = False,
 ) -> FloatArray | None:
     """Draw unit-box strokes as a hand would on the page's canvas, through the ink path.
 
     Random slant, rotation, aspect, size, place and pen width; corners wobble and every
-    point shakes a little (smoothly, like a hand, not like noise).
+    point shakes a little (smoothly, like a hand, not like noise). `printed` draws them
+    upright, steady and sometimes bold, half the time with serifs at the stroke ends.
     """
     slant = generator.uniform(-0.35, 0.3)
     turn = math.radians(generator.uniform(-14.0, 14.0))
@@ -534,11 +547,18 @@ def draw_unit_strokes(
     left = generator.uniform(0.05, 0.95) * (CANVAS_SIZE - size) + size / 2
     top = generator.uniform(0.05, 0.95) * (CANVAS_SIZE - size) + size / 2
     line_width = generator.uniform(0.035, 0.11) * size
+    wobble = 0.02
+    if printed:
+        slant = generator.uniform(-0.25, 0.0) if generator.random() < 0.3 else 0.0
+        turn, tremor, wobble = 0.0, 0.0, 0.005
+        line_width = generator.uniform(0.05, 0.17) * size
+        if generator.random() < 0.5:
+            strokes = [*strokes, *_serifs(strokes, generator.uniform(0.08, 0.16))]
     cosine, sine = math.cos(turn), math.sin(turn)
     drawn = []
     for stroke in strokes:
         points = np.asarray(stroke, dtype=np.float64)
-        points = points + generator.normal(0.0, 0.02, size=points.shape)
+        points = points + generator.normal(0.0, wobble, size=points.shape)
         points = _densified(points, 0.03)
         if len(points) > 3:
             shake = generator.normal(0.0, tremor, size=points.shape)
@@ -548,6 +568,26 @@ def draw_unit_strokes(
         x, y = x * cosine - y * sine, x * sine + y * cosine
         drawn.append(list(zip((left + size * x).tolist(), (top + size * y).tolist(), strict=True)))
     return strokes_to_model_input(drawn, CANVAS_SIZE, CANVAS_SIZE, line_width)
+
+
+def _serifs(
+    strokes: Sequence[Sequence[tuple[float, float]]], length: float
+) -> list[list[tuple[float, float]]]:
+    """Short bars across the free ends of straight strokes, as a serif typeface has."""
+    serifs = []
+    for stroke in strokes:
+        if len(stroke) < 2 or len(stroke) > 4:
+            continue
+        for end, neighbour in ((stroke[0], stroke[1]), (stroke[-1], stroke[-2])):
+            along = np.subtract(end, neighbour)
+            norm = float(np.hypot(*along))
+            if norm == 0.0:
+                continue
+            across = np.array([-along[1], along[0]]) / norm * length / 2
+            serifs.append(
+                [tuple(np.add(end, across).tolist()), tuple(np.subtract(end, across).tolist())]
+            )
+    return serifs
 
 
 def _densified(points: NDArray[np.float64], spacing: float) -> NDArray[np.float64]:
@@ -567,7 +607,8 @@ def _letter(
 ) -> FloatArray | None:
     """A letter from the templates."""
     names = sorted(LETTERS)
-    return draw_unit_strokes(LETTERS[names[int(generator.integers(len(names)))]], generator)
+    strokes = LETTERS[names[int(generator.integers(len(names)))]]
+    return draw_unit_strokes(strokes, generator, printed=generator.random() < PRINTED_SHARE)
 
 
 def _symbol(
@@ -575,7 +616,8 @@ def _symbol(
 ) -> FloatArray | None:
     """A symbol from the templates (smileys too)."""
     names = sorted(SYMBOLS)
-    return draw_unit_strokes(SYMBOLS[names[int(generator.integers(len(names)))]], generator)
+    strokes = SYMBOLS[names[int(generator.integers(len(names)))]]
+    return draw_unit_strokes(strokes, generator, printed=generator.random() < PRINTED_SHARE)
 
 
 def _shape(
@@ -583,7 +625,8 @@ def _shape(
 ) -> FloatArray | None:
     """A triangle, square, star, heart, cross, arrow or diamond."""
     names = sorted(SHAPES)
-    return draw_unit_strokes(SHAPES[names[int(generator.integers(len(names)))]], generator)
+    strokes = SHAPES[names[int(generator.integers(len(names)))]]
+    return draw_unit_strokes(strokes, generator, printed=generator.random() < PRINTED_SHARE)
 
 
 def _scribble(
@@ -592,7 +635,7 @@ def _scribble(
     """A tangled random walk of one or two strokes, turning sharply and often."""
     strokes: Unit = []
     for _ in range(int(generator.integers(1, 3))):
-        steps = int(generator.integers(16, 40))
+        steps = int(generator.integers(20, 44))
         heading = np.cumsum(generator.normal(0.0, 1.1, steps))
         lengths = generator.uniform(0.05, 0.2, steps)
         points = np.cumsum(
@@ -607,7 +650,7 @@ def _zigzag(
     generator: np.random.Generator, digits: NDArray[np.uint8], labels: NDArray[np.uint8]
 ) -> FloatArray | None:
     """Four to nine teeth of a zig-zag, along any direction."""
-    teeth = int(generator.integers(4, 10))
+    teeth = int(generator.integers(5, 10))
     depth = generator.uniform(0.2, 1.0)
     points = [
         (step / teeth, 0.5 + depth * (0.5 if step % 2 else -0.5)) for step in range(teeth + 1)
@@ -692,6 +735,9 @@ def _blob(
     picture = Image.new("L", (size * 2, size * 2), 0)
     ImageDraw.Draw(picture).polygon([(x + size / 2, y + size / 2) for x, y in points], fill=255)
     ink = np.asarray(picture, dtype=np.float32) / 255.0
+    if looks_like_a_digit(_cropped(ink)):
+        # A long thin smudge is a thick 1.
+        return None
     return ink_to_model_input(ndimage.gaussian_filter(ink, generator.uniform(0.5, 3.0)))
 
 
