@@ -1,9 +1,13 @@
 """The learning loop of corrections: a hand the model reads wrong, corrected, then learned.
 
-The hand is a 1 with a long flag, as much of continental Europe writes it: the committed
-model reads two in three of them as a 7. About 300 of them are stored as ink corrections in
-a SQLite store, `train.finetune` fine-tunes on them, and the new version reads fresh ones
-right while MNIST test stays above its guard.
+The hand is a boxy 6: a flat cap and square corners, as people write it who learnt digits
+from displays and forms. The committed model reads nearly all of them as a 5 (MNIST has no
+such 6). About 300 of them are stored as corrections in a SQLite store (one in ten as a
+picture), `train.finetune` fine-tunes on them, and the new version reads fresh ones right
+while MNIST test stays above its guard.
+
+(A 1 with a long flag was tried first: the model reads two in three as a 7, but learning it
+costs 4-8 MNIST 7s, and MNIST test ended at 99.41 %, a single image above the guard.)
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from tests.conftest import TIMEOUT_S, start_server
 from tests.drawing import Strokes, draw_strokes, encode, pen_path
 from train import finetune
 
-# The flagged 1's pen path in a unit box: up the long flag, then down the stem.
-FLAGGED_ONE = [(0.1, 0.4), (0.55, 0.05), (0.55, 0.95)]
+# The boxy 6's pen path in a unit box, in one stroke: the cap leftwards, down the left side,
+# along the bottom, up the right side to the middle, and the middle bar back to the left.
+BOXY_SIX = [(0.8, 0.05), (0.2, 0.05), (0.2, 0.95), (0.8, 0.95), (0.8, 0.5), (0.2, 0.5)]
+RIGHT, READ_WRONG_AS = 6, 5
 # Canvas sizes the page has in CSS pixels on a desktop and on a phone.
 CANVASES = [(440, 440), (388, 388)]
 # The page's pen is a fourteenth of the canvas's width.
@@ -45,8 +51,8 @@ CORRECTIONS = 300
 FRESH_DRAWINGS = 400
 
 
-def flagged_one(generator: random.Random, canvas: tuple[int, int]) -> Strokes:
-    """A flagged 1 as a person draws it on a canvas: sized, slanted, placed, shaky."""
+def boxy_six(generator: random.Random, canvas: tuple[int, int]) -> Strokes:
+    """A boxy 6 as a person draws it on a canvas: sized, slanted, placed, shaky."""
     width, height = canvas
     size = generator.uniform(0.35, 0.85) * min(width, height)
     slant = generator.uniform(-0.15, 0.15)
@@ -56,7 +62,7 @@ def flagged_one(generator: random.Random, canvas: tuple[int, int]) -> Strokes:
     top = generator.uniform(0.02 * height, height - 1.02 * size)
     tremor = generator.uniform(0.0, 0.006) * size
     corners = [
-        (x + generator.gauss(0, 0.025), y + generator.gauss(0, 0.025)) for x, y in FLAGGED_ONE
+        (x + generator.gauss(0, 0.025), y + generator.gauss(0, 0.025)) for x, y in BOXY_SIX
     ]
     unit: list[tuple[float, float]] = []
     for (x0, y0), (x1, y1) in itertools.pairwise(corners):
@@ -94,13 +100,13 @@ def line_width(generator: random.Random, canvas: tuple[int, int]) -> float:
     return canvas[0] * LINE_WIDTH_FRACTION * generator.uniform(0.85, 1.15)
 
 
-def flagged_ones(seed: int, count: int) -> list[dict[str, Any]]:
-    """`count` flagged 1s as ink, on the page's canvas sizes."""
+def boxy_sixes(seed: int, count: int) -> list[dict[str, Any]]:
+    """`count` boxy 6s as ink, on the page's canvas sizes."""
     generator = random.Random(seed)
     drawings = []
     for _ in range(count):
         canvas = generator.choice(CANVASES)
-        drawings.append(ink(flagged_one(generator, canvas), canvas, line_width(generator, canvas)))
+        drawings.append(ink(boxy_six(generator, canvas), canvas, line_width(generator, canvas)))
     return drawings
 
 
@@ -139,18 +145,18 @@ def store(database_url: str, corrections: Sequence[Correction]) -> None:
     asyncio.run(add_all())
 
 
-def flagged_corrections(seed: int, count: int) -> list[Correction]:
-    """Flagged 1s corrected to "1", most as ink, one in ten as a picture of the canvas."""
+def boxy_corrections(seed: int, count: int) -> list[Correction]:
+    """Boxy 6s corrected to "6", most as ink, one in ten as a picture of the canvas."""
     corrections = []
-    for index, drawing in enumerate(flagged_ones(seed, count)):
-        answer = {"digit": 7}
+    for index, drawing in enumerate(boxy_sixes(seed, count)):
+        answer = {"digit": READ_WRONG_AS}
         if index % 10 == 9:
             picture = draw_strokes(
                 drawing["strokes"], drawing["width"], drawing["height"], drawing["line_width"], 2
             )
-            corrections.append(Correction(label="1", image=encode(picture), answer=answer))
+            corrections.append(Correction(label=str(RIGHT), image=encode(picture), answer=answer))
         else:
-            corrections.append(Correction(label="1", ink=drawing, answer=answer))
+            corrections.append(Correction(label=str(RIGHT), ink=drawing, answer=answer))
     return corrections
 
 
@@ -165,7 +171,7 @@ class Run:
 
 @pytest.fixture(scope="module")
 def corrections_database(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A SQLite store of about 300 flagged-1 corrections, plus numbers and "not a digit"."""
+    """A SQLite store of about 300 boxy-6 corrections, plus numbers and "not a digit"."""
     folder = tmp_path_factory.mktemp("corrections")
     database_url = f"sqlite:///{folder}/corrections.sqlite3"
     generator = random.Random(5)
@@ -176,7 +182,7 @@ def corrections_database(tmp_path_factory: pytest.TempPathFactory) -> str:
         Correction(label="2026", ink=ink(pen_path(2, generator, (388, 388)), (388, 388), 27.7))
         for _ in range(3)
     ]
-    store(database_url, [*flagged_corrections(seed=1, count=CORRECTIONS), *others])
+    store(database_url, [*boxy_corrections(seed=1, count=CORRECTIONS), *others])
     return database_url
 
 
@@ -192,30 +198,31 @@ def finetuned(corrections_database: str, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.mark.slow
 @pytest.mark.timeout(30 * TIMEOUT_S)
-def test_the_committed_model_reads_flagged_ones_wrong() -> None:
-    """The committed model reads fewer than half of the flagged 1s as a 1: a hand to learn."""
-    predicted = read_as(MODEL_PATH, model_inputs(flagged_ones(seed=2, count=FRESH_DRAWINGS)))
-    assert np.mean(predicted == 1) < 0.5
-    assert np.mean(predicted == 7) > 0.4
+def test_the_committed_model_reads_boxy_sixes_wrong() -> None:
+    """The committed model reads fewer than half of the boxy 6s as a 6: a hand to learn."""
+    predicted = read_as(MODEL_PATH, model_inputs(boxy_sixes(seed=2, count=FRESH_DRAWINGS)))
+    assert np.mean(predicted == RIGHT) < 0.5
+    assert np.mean(predicted == READ_WRONG_AS) > 0.4
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(30 * TIMEOUT_S)
-def test_fine_tuning_learns_the_flagged_one(finetuned: Run) -> None:
-    """The new version reads fresh flagged 1s right (>= 95 %) and ordinary 7s still as 7."""
+def test_fine_tuning_learns_the_boxy_six(finetuned: Run) -> None:
+    """The new version reads fresh boxy 6s right (>= 95 %), and ordinary 5s and 6s still."""
     assert finetuned.status == 0, finetuned.printed
     new_model = finetuned.output / "digits.keras"
-    fresh = model_inputs(flagged_ones(seed=2, count=FRESH_DRAWINGS))
-    assert np.mean(read_as(new_model, fresh) == 1) >= 0.95
+    fresh = model_inputs(boxy_sixes(seed=2, count=FRESH_DRAWINGS))
+    assert np.mean(read_as(new_model, fresh) == RIGHT) >= 0.95
     generator = random.Random(3)
-    sevens = []
-    for _ in range(200):
-        canvas = generator.choice(CANVASES)
-        strokes = pen_path(7, generator, canvas)
-        sevens.append(ink(strokes, canvas, line_width(generator, canvas)))
-    before = np.mean(read_as(MODEL_PATH, model_inputs(sevens)) == 7)
-    after = np.mean(read_as(new_model, model_inputs(sevens)) == 7)
-    assert after >= min(before, 0.95)
+    for digit in (READ_WRONG_AS, RIGHT):
+        ordinary = []
+        for _ in range(200):
+            canvas = generator.choice(CANVASES)
+            strokes = pen_path(digit, generator, canvas)
+            ordinary.append(ink(strokes, canvas, line_width(generator, canvas)))
+        before = np.mean(read_as(MODEL_PATH, model_inputs(ordinary)) == digit)
+        after = np.mean(read_as(new_model, model_inputs(ordinary)) == digit)
+        assert after >= min(before, 0.95), digit
 
 
 @pytest.mark.slow
@@ -262,7 +269,7 @@ def test_held_out_corrections_are_chosen_by_their_drawing() -> None:
     """The held-out fifth depends only on each drawing and label: runs and resends agree."""
     stored = [
         StoredCorrection(str(uuid.uuid4()), datetime.now(UTC), correction)
-        for correction in flagged_corrections(seed=6, count=1000)
+        for correction in boxy_corrections(seed=6, count=1000)
     ]
     chosen = [finetune.is_held_out(item, 0.2) for item in stored]
     resent = [dataclasses.replace(item, id=str(uuid.uuid4())) for item in stored]
@@ -308,7 +315,7 @@ def test_too_few_corrections_are_refused(
 ) -> None:
     """Twenty corrections are too few to learn from or to measure: one line, exit 1."""
     database_url = f"sqlite:///{tmp_path}/few.sqlite3"
-    store(database_url, flagged_corrections(seed=4, count=20))
+    store(database_url, boxy_corrections(seed=4, count=20))
     output = tmp_path / "version"
     status = finetune.main(["--database-url", database_url, "--output", str(output)])
     assert status == finetune.EXIT_ERROR
