@@ -6,8 +6,12 @@ the search itself; reading real drawings with the trained model is checked elsew
 
 from __future__ import annotations
 
+import io
+import itertools
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from model.numbers import (
     MAX_PIECES_PER_DIGIT,
@@ -17,6 +21,7 @@ from model.numbers import (
     picture_pieces,
     read_number,
 )
+from model.preprocess import ink_map
 
 THRESHOLD = 0.5
 
@@ -188,3 +193,38 @@ def test_touching_digits_in_a_picture_are_cut_at_the_thinnest_column() -> None:
 def test_an_empty_picture_has_no_pieces() -> None:
     """No ink, no pieces."""
     assert picture_pieces(np.zeros((30, 30), dtype=np.float32)) == []
+
+
+def test_the_numbers_set_draws_digits_left_to_right_with_their_boxes() -> None:
+    """`train.numbers` draws each digit once, left to right, and knows where each one is."""
+    from train.numbers import Config, draw_number
+
+    generator = np.random.default_rng(1)
+    images = np.zeros((6, 28, 28), dtype=np.uint8)
+    for index in range(6):
+        images[index, 4:24, 10 + index % 3 : 16 + index % 3] = 255
+    labels = np.arange(6, dtype=np.uint8)
+    drawn = draw_number(images, labels, Config(gap=(0.3, 0.5)), generator, 4)
+    assert len(drawn.text) == 4 and len(drawn.boxes) == 4
+    assert all(first[2] <= second[0] for first, second in itertools.pairwise(drawn.boxes))
+    pieces = picture_pieces(ink_map(Image.open(io.BytesIO(drawn.png))))
+    assert len(pieces) == 4
+
+
+def test_a_reading_is_segmented_right_only_with_a_character_over_each_digit() -> None:
+    """One character per digit box, in order; a merge or a split is a segmentation fault."""
+    from model.numbers import DigitReading, NumberReading
+    from train.numbers import segmented_right
+
+    boxes = ((0.0, 0.0, 10.0, 10.0), (20.0, 0.0, 30.0, 10.0))
+
+    def reading(*spans: tuple[float, float]) -> NumberReading:
+        return NumberReading(tuple(
+            DigitReading(1, 0.9, (0.1,) * 10, (left, 0.0, right, 10.0)) for left, right in spans
+        ))
+
+    assert segmented_right(reading((0, 10), (19, 31)), boxes)
+    assert not segmented_right(reading((0, 31)), boxes)
+    assert not segmented_right(reading((0, 5), (5, 10), (20, 30)), boxes)
+    assert not segmented_right(reading((20, 30), (0, 10)), boxes)
+    assert not segmented_right(None, boxes)
