@@ -90,7 +90,7 @@ def test_unreadable_model_exits_1(tmp_path: Path) -> None:
     broken.write_bytes(b"not a model")
     finished = subprocess.run(
         [sys.executable, "-m", "server", "--bind", f"127.0.0.1:{free_port()}",
-         "--model", str(broken)],
+         "--model", str(broken), "--database-url", f"sqlite:///{tmp_path}/c.sqlite3"],
         capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S, check=False,
     )
     assert finished.returncode == 1

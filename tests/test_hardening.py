@@ -449,7 +449,8 @@ def test_worker_that_cannot_start_stops_the_server(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     finished = subprocess.run(
         [sys.executable, "-m", "server", "--workers", "2", "--model", str(broken),
-         "--bind", f"127.0.0.1:{free_port()}"],
+         "--bind", f"127.0.0.1:{free_port()}",
+         "--database-url", f"sqlite:///{tmp_path}/c.sqlite3"],
         capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S, check=False,
         env={**os.environ, "DIGITS_TEST_RUN": marker},
     )
