@@ -31,7 +31,6 @@ import io
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import time
@@ -54,6 +53,7 @@ from model.preprocess import to_model_input
 from model.strokes import strokes_to_model_input
 from train.augment import augment_batch
 from train.data import DataError, Mnist, load_mnist
+from train.train import library_versions
 
 VERSIONS_DIR = MODEL_DIR / "versions"
 EXIT_ERROR = 1
@@ -271,7 +271,7 @@ def finetune(
         "wall_time_s": round(time.monotonic() - started, 1),
         "config": dataclasses.asdict(config),
         "data_sha256": mnist.sha256,
-        "versions": versions(),
+        "versions": library_versions(),
         "parameters": int(model.count_params()),
     }
     # A clone has the base model's layers but no optimizer: the file is for inference only.
@@ -452,21 +452,6 @@ def save(model: Any, metrics: dict[str, Any], out: Path) -> None:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-
-
-def versions() -> dict[str, str]:
-    """Library versions that produced the model."""
-    import keras
-    import PIL
-    import tensorflow as tf
-
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-    }
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_time_s": round(time.monotonic() - started, 1),
         "config": dataclasses.asdict(config),
         "data_sha256": mnist.sha256,
-        "versions": _versions(),
+        "versions": library_versions(),
         "parameters": int(inference_model.count_params()),
     }
     (out / METRICS_PATH.name).write_text(json.dumps(metrics, indent=2) + "\n")
@@ -439,7 +439,7 @@ def train_with_not_digit(arguments: argparse.Namespace, config: Config) -> int:
         "wall_time_s": round(time.monotonic() - started, 1),
         "config": dataclasses.asdict(config),
         "data_sha256": mnist.sha256,
-        "versions": _versions(),
+        "versions": library_versions(),
         "parameters": int(inference_model.count_params()),
     }
     (out / METRICS_PATH.name).write_text(json.dumps(metrics, indent=2) + "\n")
@@ -714,7 +714,7 @@ def _best_offset(history: Any, config: Config) -> int:
     return len(losses) - 1 - int(np.argmin(losses))
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     """Library versions that produced the model."""
     import keras
     import matplotlib
