@@ -56,7 +56,7 @@ class Config:
     canvas_images: int = 10000  # Test digits redrawn as canvas pictures for the robustness figure.
     processes: int = 2  # Augmentation worker processes.
     # The rest is for --not-digit only.
-    deeper: bool = True  # Two pairs of convolutions (measured: 99.39 % -> see metrics with one).
+    deeper: bool = True  # Two pairs of convolutions: 99.56 % on MNIST test; the founding CNN 99.39.
     not_digit_share: float = 0.2  # Share of each batch (and epoch) that is non-digits.
     nondigit_pool: int = 40000  # Distinct training non-digits, drawn from at random by batch.
     validation_nondigits: int = 3000  # Non-digits from the validation digits, for val_loss and T.
