@@ -73,9 +73,12 @@ class PostgresCluster:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, name)
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{name}"
 
-    def restart(self) -> None:
-        """Stop at once (as a crash would) and start again."""
+    def stop_server(self) -> None:
+        """Stop the server at once, as a crash would, keeping its files."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def start_server(self) -> None:
+        """Start the server of an existing cluster again, on the same port."""
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root}"
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
                   str(self.root / "server.log"), "-w", "start")

@@ -409,3 +409,28 @@ def test_a_malformed_idempotency_key_is_refused(http: httpx.Client, key: str) ->
     assert response.status_code == 400
     assert "Idempotency-Key" in response.json()["error"]["message"]
     assert export(http) == before
+
+
+def test_a_database_that_goes_away_is_a_503_and_its_return_is_noticed(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """PostgreSQL stopped: 503 `unavailable` with Retry-After, predictions go on; back: 201."""
+    cluster = PostgresCluster().start()
+    try:
+        running = server_factory("--database-url", cluster.url, "--admin-token", TOKEN)
+        with httpx.Client(base_url=running.http_url, timeout=TIMEOUT_S) as client:
+            stored = post(client, {"label": "1", "ink": INK}).json()["id"]
+            cluster.stop_server()
+            refused = post(client, {"label": "2", "ink": INK})
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "unavailable"
+            assert int(refused.headers["Retry-After"]) >= 1
+            assert client.get("/healthz").status_code == 200
+            assert client.get("/readyz").status_code == 200
+            cluster.start_server()
+            again = post(client, {"label": "3", "ink": INK})
+            assert again.status_code == 201, again.text
+            assert [line["label"] for line in export(client)] == ["1", "3"]
+            assert export(client)[0]["id"] == stored
+    finally:
+        cluster.stop()
