@@ -13,7 +13,8 @@ import gc
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -103,6 +104,17 @@ class Runtime:
         gc.freeze()
         self.ready = True
         logger.info("ready in %.1f s", time.perf_counter() - started)
+
+    @contextmanager
+    def admitted_upload(self) -> Iterator[None]:
+        """Count an HTTP upload (a picture or a correction) as waiting while it is handled."""
+        self.waiting_uploads += 1
+        self.metrics.waiting_uploads.set(self.waiting_uploads)
+        try:
+            yield
+        finally:
+            self.waiting_uploads -= 1
+            self.metrics.waiting_uploads.set(self.waiting_uploads)
 
     async def drain(self) -> None:
         """Graceful shutdown: refuse new work, answer pending snapshots, close sockets (1001)."""
@@ -204,9 +216,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         if runtime.waiting_uploads >= settings.max_waiting_uploads:
             return _overloaded()
         received_at = time.monotonic()
-        runtime.waiting_uploads += 1
-        metrics.waiting_uploads.set(runtime.waiting_uploads)
-        try:
+        with runtime.admitted_upload():
             picture = await read_picture(request, settings)
             metrics.snapshots_received.labels("http").inc()
             include_input = _flag(request.args.get("include_input"))
@@ -214,9 +224,6 @@ def create_app(settings: Settings | None = None) -> Quart:
             prediction = await runtime.worker.answer(
                 lambda: picture, include_input, lambda: cost_ms
             )
-        finally:
-            runtime.waiting_uploads -= 1
-            metrics.waiting_uploads.set(runtime.waiting_uploads)
         metrics.predictions_sent.labels("http").inc()
         metrics.prediction_latency_seconds.labels("http").observe(time.monotonic() - received_at)
         return prediction.as_json()
@@ -230,12 +237,9 @@ def create_app(settings: Settings | None = None) -> Quart:
             if runtime.waiting_uploads >= settings.max_waiting_uploads:
                 metrics.corrections_refused.labels("overloaded").inc()
                 return _overloaded()
-            runtime.waiting_uploads += 1
-            try:
+            with runtime.admitted_upload():
                 correction = await read_correction(request, settings)
                 key = idempotency_key(request)
-            finally:
-                runtime.waiting_uploads -= 1
         except (UploadError, ImageError) as error:
             metrics.corrections_refused.labels(error.code).inc()
             raise

@@ -31,7 +31,7 @@ from corrections.schema import (
 from corrections.store import Correction
 from server.config import Settings
 from server.images import ImageError, decode_text, open_image
-from server.protocol import Limits, MessageParser, ProtocolError, StrokesSnapshot
+from server.protocol import Limits, ProtocolError, parse_strokes
 from server.uploads import UploadError
 
 NOT_DIGIT = "not_digit"
@@ -116,16 +116,13 @@ def _ink(ink: Any, settings: Settings) -> dict[str, Any]:
     if not isinstance(ink, dict):
         raise UploadError(400, "bad_request", "'ink' must be an object")
     message = {key: ink.get(key) for key in ("width", "height", "line_width", "strokes")}
-    parser = MessageParser(
-        Limits(settings.max_message_bytes, settings.max_pixels, settings.max_stroke_points)
-    )
+    limits = Limits(settings.max_message_bytes, settings.max_pixels, settings.max_stroke_points)
     try:
-        strokes = parser.parse(orjson.dumps({"type": "strokes", "seq": 0, **message}).decode())
+        strokes = parse_strokes(message, 0, limits)
     except ProtocolError as error:
         status = 413 if error.code == "too_large" else 400
         code = "too_large" if error.code == "too_large" else "bad_request"
         raise UploadError(status, code, f"ink: {error}") from None
-    assert isinstance(strokes, StrokesSnapshot)
     if not any(strokes.strokes):
         raise UploadError(400, "bad_request", "the ink has no points: nothing to correct")
     return {

@@ -140,7 +140,7 @@ class MessageParser:
                 raise ProtocolError("bad_message", "a snapshot needs an 'image' string", seq)
             return EncodedSnapshot(seq, image)
         if kind == "strokes":
-            return _parse_strokes(message, seq, self.limits)
+            return parse_strokes(message, seq, self.limits)
         if kind == "ink":
             return _parse_ink(message, seq, self.limits)
         if kind == "undo":
@@ -220,7 +220,7 @@ def _parse_ink(message: dict[str, Any], seq: int, limits: Limits) -> InkPoints:
     return InkPoints(seq, width, height, line_width, stroke, _parse_points(points, seq))
 
 
-def _parse_strokes(message: dict[str, Any], seq: int, limits: Limits) -> StrokesSnapshot:
+def parse_strokes(message: dict[str, Any], seq: int, limits: Limits) -> StrokesSnapshot:
     """Validate a strokes message (canvas size, pen width, points) into a snapshot."""
     width, height, line_width = _parse_canvas(message, seq, limits)
     strokes = message.get("strokes")

@@ -53,7 +53,7 @@ from model.preprocess import to_model_input
 from model.strokes import strokes_to_model_input
 from train.augment import augment_batch
 from train.data import DataError, Mnist, load_mnist
-from train.train import library_versions
+from train.train import confusion_matrix, library_versions, per_class_accuracy
 
 VERSIONS_DIR = MODEL_DIR / "versions"
 EXIT_ERROR = 1
@@ -248,10 +248,7 @@ def finetune(
         "version": version,
         "test_accuracy": mnist_after,
         "test_images": len(mnist.test_labels),
-        "per_class_accuracy": {
-            str(digit): float(confusion[digit, digit] / max(confusion[digit].sum(), 1))
-            for digit in range(10)
-        },
+        "per_class_accuracy": per_class_accuracy(confusion),
         "confusion_matrix": confusion.tolist(),
         "finetune": {
             "base_version": base_version,
@@ -425,13 +422,6 @@ def predictions(model: Any, inputs: NDArray[np.float32]) -> NDArray[np.int64]:
 def accuracy(model: Any, inputs: NDArray[np.float32], labels: NDArray[np.uint8]) -> float:
     """The share of inputs the model reads as their label."""
     return float(np.mean(predictions(model, inputs) == labels))
-
-
-def confusion_matrix(labels: NDArray[np.uint8], predicted: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Rows: true digit; columns: predicted digit."""
-    matrix = np.zeros((10, 10), dtype=np.int64)
-    np.add.at(matrix, (labels.astype(np.int64), predicted), 1)
-    return matrix
 
 
 def save(model: Any, metrics: dict[str, Any], out: Path) -> None:

@@ -95,68 +95,29 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     # ---- data -------------------------------------------------------------------------
     try:
-        mnist = load_mnist(arguments.data)
+        mnist, split, augmented, validation_augmented = _digits(arguments, config)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    if arguments.quick:
-        mnist = dataclasses.replace(
-            mnist, train_images=mnist.train_images[:8000], train_labels=mnist.train_labels[:8000]
-        )
-    _seed_everything(config.seed)
-    split = _split(mnist, config)
-    print(
-        f"augmenting {config.augmented_rounds} x {len(split.train_images)} digits ...", flush=True
-    )
-    augmented = [
-        augment_all(split.train_images, seed=config.seed + round_index, processes=config.processes)
-        for round_index in range(config.augmented_rounds)
-    ]
-    validation_augmented = augment_all(
-        split.validation_images, seed=config.seed - 1, processes=config.processes
-    )
     print(f"augmentation done in {time.monotonic() - started:.0f} s", flush=True)
 
     # ---- model and training -----------------------------------------------------------
-    import keras
-
     from model.architecture import build_model
-    from train.batches import MixedBatches
 
     model = build_model()
-    steps = math.ceil(len(split.train_images) / config.batch_size) * config.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.02)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    batches = MixedBatches(
-        split.train_images,
-        augmented,
-        split.train_labels,
-        batch_size=config.batch_size,
-        augmented_fraction=config.augmented_fraction,
-        seed=config.seed,
-    )
     validation_images = np.concatenate([split.validation_images, validation_augmented])
     validation_labels = np.concatenate([split.validation_labels, split.validation_labels])
-    history = model.fit(
-        batches,
-        epochs=config.epochs,
-        validation_data=(_scaled(validation_images), validation_labels),
-        callbacks=[
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=config.patience, restore_best_weights=True
-            )
-        ],
-        verbose=1 if sys.stdout.isatty() else 2,
+    history = _fit(
+        model,
+        _digit_batches(split, augmented, config),
+        (_scaled(validation_images), validation_labels),
+        config,
     )
 
     # ---- evaluate ---------------------------------------------------------------------
     probabilities = model.predict(_scaled(mnist.test_images), batch_size=500, verbose=0)
     predicted = probabilities.argmax(axis=1)
-    confusion = _confusion(mnist.test_labels, predicted)
+    confusion = confusion_matrix(mnist.test_labels, predicted)
     test_accuracy = float(np.mean(predicted == mnist.test_labels))
     print(f"test accuracy (plain MNIST test images): {test_accuracy:.4%}", flush=True)
     canvas = _canvas_accuracy(model, mnist, config)
@@ -174,10 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "version": datetime.datetime.now(datetime.UTC).strftime("%Y.%m.%d-%H%M"),
         "test_accuracy": test_accuracy,
         "test_images": len(mnist.test_labels),
-        "per_class_accuracy": {
-            str(digit): float(confusion[digit, digit] / max(confusion[digit].sum(), 1))
-            for digit in range(10)
-        },
+        "per_class_accuracy": per_class_accuracy(confusion),
         "confusion_matrix": confusion.tolist(),
         "canvas": canvas,
         "validation_accuracy": float(
@@ -208,26 +166,10 @@ def train_with_not_digit(arguments: argparse.Namespace, config: Config) -> int:
     started = time.monotonic()
     # ---- data -------------------------------------------------------------------------
     try:
-        mnist = load_mnist(arguments.data)
+        mnist, split, augmented, validation_augmented = _digits(arguments, config)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    if arguments.quick:
-        mnist = dataclasses.replace(
-            mnist, train_images=mnist.train_images[:8000], train_labels=mnist.train_labels[:8000]
-        )
-    _seed_everything(config.seed)
-    split = _split(mnist, config)
-    print(
-        f"augmenting {config.augmented_rounds} x {len(split.train_images)} digits ...", flush=True
-    )
-    augmented = [
-        augment_all(split.train_images, seed=config.seed + round_index, processes=config.processes)
-        for round_index in range(config.augmented_rounds)
-    ]
-    validation_augmented = augment_all(
-        split.validation_images, seed=config.seed - 1, processes=config.processes
-    )
     print(f"making {config.nondigit_pool} training non-digits ...", flush=True)
     # Training non-digits come from training digits only, validation ones from validation
     # digits, evaluation ones from MNIST test: no digit is cut up on both sides of a split.
@@ -251,26 +193,11 @@ def train_with_not_digit(arguments: argparse.Namespace, config: Config) -> int:
     import keras
 
     from model.architecture import build_model
-    from train.batches import MixedBatches
 
     # Trained with the calibrated head at temperature 1 (the same function as a softmax
     # Dense), so the logits the temperature is fitted on are one layer's output.
     model = build_model(classes, temperature=1.0, deeper=config.deeper)
-    steps = math.ceil(len(split.train_images) / config.batch_size) * config.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.02)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    digits = MixedBatches(
-        split.train_images,
-        augmented,
-        split.train_labels,
-        batch_size=config.batch_size,
-        augmented_fraction=config.augmented_fraction,
-        seed=config.seed,
-    )
+    digits = _digit_batches(split, augmented, config)
     batches = _with_nondigits(digits, _as_bytes(pool), config, classes - 1)
     validation_inputs = np.concatenate(
         [
@@ -286,17 +213,7 @@ def train_with_not_digit(arguments: argparse.Namespace, config: Config) -> int:
             np.full(len(validation_nondigits), NOT_DIGIT, dtype=np.uint8),
         ]
     )
-    history = model.fit(
-        batches,
-        epochs=config.epochs,
-        validation_data=(validation_inputs, validation_labels),
-        callbacks=[
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=config.patience, restore_best_weights=True
-            )
-        ],
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    history = _fit(model, batches, (validation_inputs, validation_labels), config)
 
     # ---- calibrate ----------------------------------------------------------------------
     logits_model = keras.Model(model.inputs[0], model.get_layer("logits").output)
@@ -383,7 +300,7 @@ def train_with_not_digit(arguments: argparse.Namespace, config: Config) -> int:
         NOT_DIGIT,
         _softmax(evaluation_logits)[:, :NOT_DIGIT].argmax(axis=1),
     )
-    confusion = _confusion(
+    confusion = confusion_matrix(
         np.concatenate([labels, np.full(len(evaluation), NOT_DIGIT, dtype=np.uint8)]),
         np.concatenate([test_decided, evaluation_decided]),
         classes,
@@ -405,10 +322,7 @@ def train_with_not_digit(arguments: argparse.Namespace, config: Config) -> int:
         "class_names": names,
         "test_accuracy": test_accuracy,
         "test_images": len(labels),
-        "per_class_accuracy": {
-            name: float(confusion[index, index] / max(confusion[index].sum(), 1))
-            for index, name in enumerate(names)
-        },
+        "per_class_accuracy": per_class_accuracy(confusion, names),
         "confusion_matrix": confusion.tolist(),
         "confusion_rows": "0-9: MNIST test digits; 10: evaluation non-digits; at the threshold",
         "temperature": temperature,
@@ -668,6 +582,69 @@ def _split(mnist: Mnist, config: Config) -> Split:
     )
 
 
+def _digits(
+    arguments: argparse.Namespace, config: Config
+) -> tuple[Mnist, Split, list[NDArray[np.uint8]], NDArray[np.uint8]]:
+    """MNIST (raises DataError), seeded; its split; augmented training rounds and validation."""
+    mnist = load_mnist(arguments.data)
+    if arguments.quick:
+        mnist = dataclasses.replace(
+            mnist, train_images=mnist.train_images[:8000], train_labels=mnist.train_labels[:8000]
+        )
+    _seed_everything(config.seed)
+    split = _split(mnist, config)
+    print(
+        f"augmenting {config.augmented_rounds} x {len(split.train_images)} digits ...", flush=True
+    )
+    augmented = [
+        augment_all(split.train_images, seed=config.seed + round_index, processes=config.processes)
+        for round_index in range(config.augmented_rounds)
+    ]
+    validation_augmented = augment_all(
+        split.validation_images, seed=config.seed - 1, processes=config.processes
+    )
+    return mnist, split, augmented, validation_augmented
+
+
+def _digit_batches(split: Split, augmented: list[NDArray[np.uint8]], config: Config) -> Any:
+    """Each epoch's batches: plain digits mixed with one of the augmented rounds."""
+    from train.batches import MixedBatches
+
+    return MixedBatches(
+        split.train_images,
+        augmented,
+        split.train_labels,
+        batch_size=config.batch_size,
+        augmented_fraction=config.augmented_fraction,
+        seed=config.seed,
+    )
+
+
+def _fit(model: Any, batches: Any, validation: tuple[Any, Any], config: Config) -> Any:
+    """Compile with Adam on a cosine decay, fit with early stopping; returns the history."""
+    import keras
+
+    # As many batches an epoch as plain digits fill: the augmented ones replace, not add.
+    steps = len(batches) * config.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.02)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model.fit(
+        batches,
+        epochs=config.epochs,
+        validation_data=validation,
+        callbacks=[
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.patience, restore_best_weights=True
+            )
+        ],
+        verbose=1 if sys.stdout.isatty() else 2,
+    )
+
+
 def _scaled(images: NDArray[np.uint8]) -> NDArray[np.float32]:
     """uint8 (N, 28, 28) to float (N, 28, 28, 1) in [0, 1]."""
     return (images.astype(np.float32) / 255.0)[..., None]
@@ -680,13 +657,24 @@ def _seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def _confusion(
+def confusion_matrix(
     labels: NDArray[np.uint8], predicted: NDArray[Any], classes: int = 10
 ) -> NDArray[np.int64]:
     """Rows: true class; columns: predicted class."""
     matrix = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(matrix, (labels.astype(np.int64), predicted.astype(np.int64)), 1)
     return matrix
+
+
+def per_class_accuracy(
+    confusion: NDArray[np.int64], names: list[str] | None = None
+) -> dict[str, float]:
+    """Each class's share read right, by name (the digits by default)."""
+    names = names or [str(digit) for digit in range(len(confusion))]
+    return {
+        name: float(confusion[index, index] / max(confusion[index].sum(), 1))
+        for index, name in enumerate(names)
+    }
 
 
 def _canvas_accuracy(model: Any, mnist: Mnist, config: Config) -> dict[str, Any]:
