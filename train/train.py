@@ -129,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     inference_model = build_model()
     inference_model.set_weights(model.get_weights())
     inference_model.save(out / MODEL_PATH.name)
-    epochs_run = len(history.history["loss"])
     metrics = {
         "name": "digits-cnn",
         "version": datetime.datetime.now(datetime.UTC).strftime("%Y.%m.%d-%H%M"),
@@ -138,18 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_class_accuracy": per_class_accuracy(confusion),
         "confusion_matrix": confusion.tolist(),
         "canvas": canvas,
-        "validation_accuracy": float(
-            history.history["val_accuracy"][-1 - _best_offset(history, config)]
-        ),
-        "epochs": epochs_run,
-        "history": {
-            key: [float(value) for value in values] for key, values in history.history.items()
-        },
-        "wall_time_s": round(time.monotonic() - started, 1),
-        "config": dataclasses.asdict(config),
-        "data_sha256": mnist.sha256,
-        "versions": library_versions(),
-        "parameters": int(inference_model.count_params()),
+        **_provenance(history, config, started, mnist, inference_model),
     }
     (out / METRICS_PATH.name).write_text(json.dumps(metrics, indent=2) + "\n")
     _plot(history.history, confusion, out)
@@ -343,18 +331,7 @@ def train_with_not_digit(arguments: argparse.Namespace, config: Config) -> int:
             "fonts": fonts_figures,
         },
         "speed_ms": speed,
-        "validation_accuracy": float(
-            history.history["val_accuracy"][-1 - _best_offset(history, config)]
-        ),
-        "epochs": len(history.history["loss"]),
-        "history": {
-            key: [float(value) for value in values] for key, values in history.history.items()
-        },
-        "wall_time_s": round(time.monotonic() - started, 1),
-        "config": dataclasses.asdict(config),
-        "data_sha256": mnist.sha256,
-        "versions": library_versions(),
-        "parameters": int(inference_model.count_params()),
+        **_provenance(history, config, started, mnist, inference_model),
     }
     (out / METRICS_PATH.name).write_text(json.dumps(metrics, indent=2) + "\n")
     _plot(history.history, confusion, out, names)
@@ -580,6 +557,26 @@ def _split(mnist: Mnist, config: Config) -> Split:
         mnist.train_images[held],
         mnist.train_labels[held],
     )
+
+
+def _provenance(
+    history: Any, config: Config, started: float, mnist: Mnist, model: Any
+) -> dict[str, Any]:
+    """What every metrics.json records of its run: history, config, data, versions, size."""
+    return {
+        "validation_accuracy": float(
+            history.history["val_accuracy"][-1 - _best_offset(history, config)]
+        ),
+        "epochs": len(history.history["loss"]),
+        "history": {
+            key: [float(value) for value in values] for key, values in history.history.items()
+        },
+        "wall_time_s": round(time.monotonic() - started, 1),
+        "config": dataclasses.asdict(config),
+        "data_sha256": mnist.sha256,
+        "versions": library_versions(),
+        "parameters": int(model.count_params()),
+    }
 
 
 def _digits(
