@@ -14,6 +14,10 @@ of digits score badly as one digit, so the search keeps digits whole and apart.
 - Pieces are ordered by the middle of their boxes; specks far smaller than the rest are
   noise and are left out of every group.
 
+The whole drawing is read first: when it is one digit (`is_one_digit`), that is the number
+and no piece is looked at, so a single digit costs no more than it did before numbers. Only
+a drawing rejected as one digit is split.
+
 `candidates` lists the groups and their 28x28 inputs (the same preprocessing as a single
 digit, so a one-piece drawing gives exactly today's input); `read_number` takes the
 classifier's probabilities for them and returns the reading. Pure NumPy: no I/O, no model.
@@ -171,6 +175,16 @@ def candidates(
             if model_input is not None:
                 found.append(Candidate(first, last, _union(group), model_input))
     return found
+
+
+def is_one_digit(row: NDArray[np.float32], not_digit_threshold: float) -> bool:
+    """Whether the whole drawing reads as one digit: its not-a-digit share is under the threshold."""
+    return len(row) <= DIGITS or float(row[DIGITS]) < not_digit_threshold
+
+
+def whole_reading(row: NDArray[np.float32], box: Box, not_digit_threshold: float) -> NumberReading:
+    """The whole drawing read as one character: its digit, or `?` when it is not one digit."""
+    return NumberReading((_character(box, row, not_digit_threshold),))
 
 
 def read_number(

@@ -32,8 +32,16 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from model.inference import Classifier
-from model.numbers import Box, NumberReading, candidates, picture_pieces, read_number
-from model.preprocess import ink_map
+from model.numbers import (
+    Box,
+    NumberReading,
+    candidates,
+    is_one_digit,
+    picture_pieces,
+    read_number,
+    whole_reading,
+)
+from model.preprocess import ink_map, to_model_input
 from train.data import load_mnist
 
 
@@ -125,12 +133,24 @@ def _ink_width(piece: Image.Image) -> int:
 def read_picture(png: bytes, classifier: Classifier, threshold: float) -> NumberReading | None:
     """Read a number out of picture bytes, as the server will."""
     ink = ink_map(Image.open(io.BytesIO(png)))
+    whole = to_model_input(Image.open(io.BytesIO(png)))
+    if whole is None:
+        return None
+    row = classifier.predict(whole[None])[0]
     pieces = picture_pieces(ink)
+    if is_one_digit(row, threshold) or len(pieces) <= 1:
+        return whole_reading(row, _ink_box(ink), threshold)
     found = candidates(pieces, ink=ink)
     if not found:
         return None
     probabilities = classifier.predict(np.stack([c.model_input for c in found]))
     return read_number(pieces, found, probabilities, threshold)
+
+
+def _ink_box(ink: NDArray[np.float32]) -> Box:
+    rows = np.flatnonzero(ink.max(axis=1) > 0)
+    columns = np.flatnonzero(ink.max(axis=0) > 0)
+    return (float(columns[0]), float(rows[0]), float(columns[-1] + 1), float(rows[-1] + 1))
 
 
 def segmented_right(reading: NumberReading | None, boxes: tuple[Box, ...]) -> bool:
