@@ -28,6 +28,9 @@ class ModelInfo:
     name: str
     version: str
     test_accuracy: float
+    # A picture whose "not a digit" output reaches this is rejected (1.0: a model without
+    # that output, which never rejects).
+    not_digit_threshold: float = 1.0
 
     def as_json(self) -> dict[str, Any]:
         """The `/api/model` object."""
@@ -37,6 +40,7 @@ class ModelInfo:
             "input": [28, 28, 1],
             "classes": list(range(10)),
             "test_accuracy": self.test_accuracy,
+            "not_digit_threshold": self.not_digit_threshold,
         }
 
 
@@ -58,7 +62,8 @@ class Classifier:
         self.info = read_model_info(self.path)
 
     def predict(self, inputs: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Return probabilities (N, 10) for inputs (N, 28, 28) or (N, 28, 28, 1)."""
+        """Return probabilities (N, classes) for inputs (N, 28, 28) or (N, 28, 28, 1): the ten
+        digits, then "not a digit" for a model that has it."""
         batch = np.asarray(inputs, dtype=np.float32).reshape((-1, 28, 28, 1))
         return np.asarray(self._forward(tf.constant(batch)), dtype=np.float32)
 
@@ -80,4 +85,5 @@ def read_model_info(model_path: Path = MODEL_PATH) -> ModelInfo:
         name=str(metrics.get("name", "digits-cnn")),
         version=str(metrics.get("version", "unknown")),
         test_accuracy=float(metrics.get("test_accuracy", 0.0)),
+        not_digit_threshold=float(metrics.get("not_digit_threshold", 1.0)),
     )

@@ -35,9 +35,10 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from model.preprocess import NOISE_FLOOR, FloatArray, ink_to_model_input
-from model.strokes import strokes_to_model_input
+from model.strokes import points_to_model_input
 
-Stroke = Sequence[tuple[float, float]]
+# A stroke's points: (x, y) pairs, or an (N, 2) array of them.
+Stroke = Sequence[tuple[float, float]] | NDArray[np.float64]
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in the drawing's pixels.
 
 MAX_PIECES_PER_DIGIT = 4
@@ -96,7 +97,7 @@ class DigitReading:
             "digit": self.digit,
             "confidence": self.confidence,
             "probabilities": list(self.probabilities),
-            "box": [round(value, 1) for value in self.box],
+            "box": [round(float(value), 1) for value in self.box],
         }
 
 
@@ -130,7 +131,7 @@ def ink_pieces(strokes: Sequence[Stroke], line_width: float) -> list[Piece]:
     pieces = []
     half = max(float(line_width), 1.0) / 2
     for index, stroke in enumerate(strokes):
-        if not stroke:
+        if len(stroke) == 0:
             continue
         points = np.asarray(stroke, dtype=np.float64)
         low, high = points.min(axis=0) - half, points.max(axis=0) + half
@@ -178,7 +179,7 @@ def candidates(
 
 
 def is_one_digit(row: NDArray[np.float32], not_digit_threshold: float) -> bool:
-    """Whether the whole drawing reads as one digit: its not-a-digit share is under the threshold."""
+    """Whether the whole drawing reads as one digit: "not a digit" is under the threshold."""
     return len(row) <= DIGITS or float(row[DIGITS]) < not_digit_threshold
 
 
@@ -318,8 +319,11 @@ def _group_input(
     if strokes is not None and canvas is not None:
         chosen = sorted(index for piece in group for index in piece.strokes)
         width, height, line_width = canvas
-        return strokes_to_model_input([strokes[index] for index in chosen], width, height,
-                                      line_width)
+        arrays = [np.asarray(strokes[index], dtype=np.float64).reshape(-1, 2) for index in chosen]
+        lengths = np.asarray([len(points) for points in arrays], dtype=np.intp)
+        return points_to_model_input(
+            np.concatenate(arrays), np.cumsum(lengths) - lengths, width, height, line_width
+        )
     if ink is None:
         raise ValueError("picture pieces need the ink map they came from")
     mask = np.zeros(ink.shape, dtype=bool)

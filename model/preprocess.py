@@ -62,7 +62,31 @@ def to_model_input(image: Image.Image) -> FloatArray | None:
     The same as `ink_to_model_input(ink_map(image))`, but only the box around the ink is
     turned into floats: the box is found in integers, on the 8-bit pixels.
     """
-    return ink_to_model_input(_ink_around_the_digit(image))
+    return to_model_input_and_box(image)[0]
+
+
+def to_model_input_and_box(
+    image: Image.Image,
+) -> tuple[FloatArray | None, tuple[float, float, float, float] | None]:
+    """`to_model_input`, and the box of the ink it kept: x0, y0, x1, y1 in the picture's
+    own pixels (None for both when it has no ink)."""
+    pixels = _pixels(image)
+    ink, (top, left) = _ink_around_the_digit(pixels)
+    model_input = ink_to_model_input(ink)
+    if model_input is None:
+        return None, None
+    kept = ink >= NOISE_FLOOR * float(ink.max())
+    rows = np.flatnonzero(kept.any(axis=1))
+    columns = np.flatnonzero(kept.any(axis=0))
+    # A large picture was reduced before its ink was read: boxes are in its own pixels.
+    scale_x, scale_y = image.width / pixels.shape[1], image.height / pixels.shape[0]
+    box = (
+        (left + columns[0]) * scale_x,
+        (top + rows[0]) * scale_y,
+        (left + columns[-1] + 1) * scale_x,
+        (top + rows[-1] + 1) * scale_y,
+    )
+    return model_input, tuple(float(value) for value in box)  # type: ignore[return-value]
 
 
 def ink_map(image: Image.Image) -> FloatArray:
@@ -70,6 +94,7 @@ def ink_map(image: Image.Image) -> FloatArray:
 
     The paper colour is the median colour of the picture's border, so dark ink on light
     paper, light ink on dark paper and coloured ink on coloured paper all come out the same.
+    A picture over WORKING_SIZE on a side is reduced first: the map is smaller than it.
     """
     pixels = _pixels(image)
     return _ink(pixels, _paper(pixels))
@@ -93,21 +118,21 @@ def ink_to_model_input(ink: FloatArray) -> FloatArray | None:
     return centre_by_mass(digit)
 
 
-def _ink_around_the_digit(image: Image.Image) -> FloatArray:
-    """The ink map cut to a box that holds all ink above the noise floor (empty: no ink).
+def _ink_around_the_digit(pixels: NDArray[Any]) -> tuple[FloatArray, tuple[int, int]]:
+    """The ink map cut to a box that holds all ink above the noise floor (empty: no ink),
+    and where that box's top left corner lies in `pixels`.
 
     `ink_to_model_input` gives the same input for this box as for the whole map: the box
     holds the strongest ink and everything it keeps after the noise floor.
     """
-    pixels = _pixels(image)
     paper = _paper(pixels)
     if pixels.dtype != np.uint8:
-        return _ink(pixels, paper)
+        return _ink(pixels, paper), (0, 0)
     box = _ink_box(pixels, paper)
     if box is None:
-        return np.zeros((0, 0), dtype=np.float32)
+        return np.zeros((0, 0), dtype=np.float32), (0, 0)
     top, bottom, left, right = box
-    return _ink(pixels[top:bottom, left:right], paper)
+    return _ink(pixels[top:bottom, left:right], paper), (top, left)
 
 
 def _pixels(image: Image.Image) -> NDArray[Any]:

@@ -132,6 +132,17 @@ def points_to_model_input(
     return centre_by_mass(scale_into_box(ink))
 
 
+def ink_box(
+    points: Points, width: int, height: int, line_width: float
+) -> tuple[float, float, float, float] | None:
+    """Where the pen marked the canvas: x0, y0, x1, y1 in canvas pixels (None when nowhere)."""
+    if len(points) == 0:
+        return None
+    pen = max(float(line_width), 1.0)
+    box = _overlap(_bounds(points).grown(pen / 2), Box(0.0, 0.0, float(width), float(height)))
+    return None if box is None else (box.left, box.top, box.right, box.bottom)
+
+
 def thickened_pen(pen: float, longest: float) -> float:
     """The pen that draws what `model.preprocess` makes of thin strokes by dilation.
 

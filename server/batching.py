@@ -16,6 +16,12 @@ event loop never decodes or runs the model itself:
   still decoding (as Triton's and TF Serving's dynamic batching do), while the decode
   processes already work on the next pictures.
 
+A drawing is read whole first. Only when the model rejects it as one digit (a number, a
+letter) and it has more than one piece does it go round once more: a second request, first
+in the queue, splits it into pieces in a decode process and the model scores every group of
+neighbouring pieces, for `model/numbers.py` to find the best reading. A single digit, the
+common case, costs exactly what it did before numbers.
+
 A decode process that dies breaks the whole pool: it is replaced exactly once, however many
 chunks were in flight, and each of those chunks is tried once more on the new pool; if that
 fails too, its requests fail with `DecodeError` (the protocol's `internal`), never with an
@@ -34,8 +40,10 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
-from model.inference import Classifier
+from model.inference import Classifier, read_model_info
+from model.numbers import Box, NumberReading, is_one_digit, read_number, whole_reading
 from model.preprocess import FloatArray
 from server.config import Settings
 from server.decoding import (
@@ -43,6 +51,8 @@ from server.decoding import (
     DecodeLimits,
     Picture,
     Prepared,
+    Split,
+    SplitRequest,
     prepare_many,
     start_decode_pool,
 )
@@ -71,6 +81,10 @@ IN_PROCESS_MS = 1.5
 EXPENSIVE_MS = 20.0
 # Most estimated work in one chunk of cheap requests, so that none waits long behind others.
 CHUNK_MS = 15.0
+# Splitting a drawing prepares about four groups per piece, each about as costly as the
+# whole drawing; a picture's pieces are unknown until it is split.
+GROUPS_PER_PIECE = 4
+PICTURE_PIECES_GUESS = 3
 
 
 class DecodeError(Exception):
@@ -78,23 +92,41 @@ class DecodeError(Exception):
 
 
 @dataclass(frozen=True)
+class Whole:
+    """What the first pass learnt of a drawing: the model's row for all of it, and where its
+    ink lies. A second-pass request carries it to the answer."""
+
+    row: NDArray[np.float32]
+    box: Box
+    input_png: str | None
+
+
+@dataclass(frozen=True)
 class Request:
     """A caller waiting for a prediction of the picture `take()` will hand over."""
 
-    take: Callable[[], Picture]
+    take: Callable[[], Picture | SplitRequest]
     # The estimated decode cost of what `take()` would hand over now, in ms.
     cost_ms: Callable[[], float]
     include_input: bool
     future: asyncio.Future[Prediction]
+    # Charges the caller for work it causes beyond its estimate (a split), in ms.
+    spend: Callable[[float], None] | None = None
+    # Set on a second pass: the first pass's reading of the whole drawing.
+    whole: Whole | None = None
 
 
 @dataclass(frozen=True)
 class Ready:
-    """A decoded picture with ink, waiting for the model."""
+    """Decoded model inputs, waiting for the model: a whole picture with ink (one input), or
+    the groups of a split one (`whole` set, one input per group)."""
 
-    model_input: FloatArray
-    input_png: str | None
-    future: asyncio.Future[Prediction]
+    model_inputs: FloatArray
+    request: Request
+    picture: Picture | None = None
+    prepared: Prepared | None = None
+    # Estimated decode cost of the whole picture, in ms: a split is charged from it.
+    decode_ms: float = 0.0
 
 
 class InferenceWorker:
@@ -104,6 +136,7 @@ class InferenceWorker:
         self.settings = settings
         self.metrics = metrics
         self.classifier: Classifier | None = None
+        self.not_digit_threshold = read_model_info(settings.model_path).not_digit_threshold
         self._limits = DecodeLimits(settings.max_message_bytes, settings.max_pixels)
         self._decode_pool: Executor | None = None
         self._model_thread = ThreadPoolExecutor(1, "model")
@@ -155,7 +188,7 @@ class InferenceWorker:
         for request in self._waiting:
             request.future.cancel()
         for ready in self._ready:
-            ready.future.cancel()
+            ready.request.future.cancel()
         self._waiting.clear()
         self._ready.clear()
         if self._decode_pool is not None:
@@ -169,13 +202,15 @@ class InferenceWorker:
         take: Callable[[], Picture],
         include_input: bool,
         cost_ms: Callable[[], float] = lambda: 0.0,
+        spend: Callable[[float], None] | None = None,
     ) -> Prediction:
         """Predict the picture `take()` returns once its decode starts.
 
-        Raises ImageError for a picture refused, DecodeError when the server failed.
+        `spend` is charged with the estimated cost of splitting it, if it is split. Raises
+        ImageError for a picture refused, DecodeError when the server failed.
         """
         future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
-        self._waiting.append(Request(take, cost_ms, include_input, future))
+        self._waiting.append(Request(take, cost_ms, include_input, future, spend))
         self._wake.set()
         return await future
 
@@ -255,15 +290,16 @@ class InferenceWorker:
 
     async def _decode_chunk(self, requests: list[Request], in_process: bool) -> None:
         """Take each request's picture now, decode them together, answer or queue each."""
-        pictures: list[tuple[Picture, bool]] = []
-        taken: list[Request] = []
+        pictures: list[tuple[Picture | SplitRequest, bool]] = []
+        taken: list[tuple[Request, float]] = []
         for request in requests:
             try:
+                cost = request.cost_ms()
                 pictures.append((request.take(), request.include_input))
             except Exception as error:
                 request.future.set_exception(error)
             else:
-                taken.append(request)
+                taken.append((request, cost))
         if not pictures:
             return
         if in_process:
@@ -273,10 +309,12 @@ class InferenceWorker:
             )
         else:
             decoded = await self._decode_in_pool(pictures)
-        for request, outcome in zip(taken, decoded, strict=True):
-            self._finish_decoding(request, outcome)
+        for (request, cost), (picture, _), outcome in zip(taken, pictures, decoded, strict=True):
+            self._finish_decoding(request, picture, cost, outcome)
 
-    async def _decode_in_pool(self, pictures: list[tuple[Picture, bool]]) -> list[Decoded]:
+    async def _decode_in_pool(
+        self, pictures: list[tuple[Picture | SplitRequest, bool]]
+    ) -> list[Decoded]:
         """Decode in a decode process; once more on a fresh pool if a process died."""
         loop = asyncio.get_running_loop()
         for _ in range(2):
@@ -322,7 +360,9 @@ class InferenceWorker:
         finally:
             self._restarting = None
 
-    def _finish_decoding(self, request: Request, outcome: Decoded) -> None:
+    def _finish_decoding(
+        self, request: Request, picture: Picture | SplitRequest, cost_ms: float, outcome: Decoded
+    ) -> None:
         """Answer an error or a picture without ink at once; queue the others for the model."""
         self.metrics.decode_seconds.observe(outcome.seconds)
         if request.future.done():
@@ -332,10 +372,22 @@ class InferenceWorker:
             return
         prepared: Prepared | None = outcome.prepared
         assert prepared is not None
-        if prepared.model_input is None:
-            request.future.set_result(make_prediction(None, prepared.input_png))
+        if prepared.split is not None:
+            assert request.whole is not None
+            if not prepared.split.groups:
+                # Too many pieces to split, or none left after the specks: one `?`.
+                request.future.set_result(self._whole_prediction(request.whole))
+                return
+            inputs = np.stack([group.model_input for group in prepared.split.groups])
+            self._ready.append(Ready(inputs, request, prepared=prepared))
             return
-        self._ready.append(Ready(prepared.model_input, prepared.input_png, request.future))
+        if prepared.model_input is None:
+            request.future.set_result(make_prediction(None, input_png=prepared.input_png))
+            return
+        assert not isinstance(picture, SplitRequest)
+        self._ready.append(
+            Ready(prepared.model_input[None], request, picture, prepared, decode_ms=cost_ms)
+        )
 
     async def _run_model(self, classifier: Classifier) -> None:
         """Forever: run one model call for everything decoded so far, hand out the rows."""
@@ -357,13 +409,15 @@ class InferenceWorker:
                     async with asyncio.timeout(deadline - loop.time()):
                         await self._input_decoded.wait()
             batch: list[Ready] = []
-            while self._ready and len(batch) < self.settings.max_batch_size:
+            rows = 0
+            while self._ready and (not batch or rows < self.settings.max_batch_size):
                 ready = self._ready.popleft()
-                if not ready.future.done():
+                if not ready.request.future.done():
                     batch.append(ready)
+                    rows += len(ready.model_inputs)
             if not batch:
                 continue
-            inputs = np.stack([ready.model_input for ready in batch])
+            inputs = np.concatenate([ready.model_inputs for ready in batch])
             started = loop.time()
             try:
                 probabilities = await loop.run_in_executor(
@@ -371,11 +425,64 @@ class InferenceWorker:
                 )
             except Exception as error:
                 for ready in batch:
-                    if not ready.future.done():
-                        ready.future.set_exception(error)
+                    if not ready.request.future.done():
+                        ready.request.future.set_exception(error)
                 continue
             self.metrics.inference_seconds.observe(loop.time() - started)
-            self.metrics.batch_size.observe(len(batch))
-            for ready, row in zip(batch, probabilities, strict=True):
-                if not ready.future.done():
-                    ready.future.set_result(make_prediction(row, ready.input_png))
+            self.metrics.batch_size.observe(len(inputs))
+            first = 0
+            for ready in batch:
+                count = len(ready.model_inputs)
+                self._read(ready, probabilities[first : first + count])
+                first += count
+
+    def _read(self, ready: Ready, rows: NDArray[np.float32]) -> None:
+        """Answer a whole picture or a split one from its rows, or send it to be split."""
+        request = ready.request
+        if request.future.done():
+            return
+        prepared = ready.prepared
+        assert prepared is not None
+        threshold = self.not_digit_threshold
+        if request.whole is not None:
+            assert prepared.split is not None
+            request.future.set_result(self._split_prediction(request.whole, prepared.split, rows))
+            return
+        assert prepared.box is not None and ready.picture is not None
+        whole = Whole(rows[0], prepared.box, prepared.input_png)
+        if is_one_digit(rows[0], threshold) or (prepared.pieces or 2) < 2:
+            request.future.set_result(self._whole_prediction(whole))
+            return
+        # Not one digit, and more than one piece: split it, ahead of every waiting request.
+        pieces = prepared.pieces or PICTURE_PIECES_GUESS
+        cost_ms = ready.decode_ms * GROUPS_PER_PIECE * pieces
+        if request.spend is not None:
+            request.spend(cost_ms)
+        picture = ready.picture
+        self._waiting.appendleft(
+            Request(
+                lambda: SplitRequest(picture),
+                lambda: cost_ms,
+                include_input=False,
+                future=request.future,
+                whole=whole,
+            )
+        )
+        self.metrics.splits.inc()
+        self._wake.set()
+
+    def _whole_prediction(self, whole: Whole) -> Prediction:
+        """The answer when the whole drawing is the reading: one digit, or one `?`."""
+        threshold = self.not_digit_threshold
+        number = whole_reading(whole.row, whole.box, threshold)
+        return make_prediction(whole.row, threshold, number, whole.input_png)
+
+    def _split_prediction(
+        self, whole: Whole, split: Split, rows: NDArray[np.float32]
+    ) -> Prediction:
+        """The answer for a drawing read group by group: the best grouping's number."""
+        threshold = self.not_digit_threshold
+        number: NumberReading | None = read_number(split.pieces, split.groups, rows, threshold)
+        if number is None:
+            number = whole_reading(whole.row, whole.box, threshold)
+        return make_prediction(whole.row, threshold, number, whole.input_png)

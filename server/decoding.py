@@ -2,7 +2,9 @@
 
 Owns the step from what a client sent (image bytes, a data URL or base64 text, or strokes) to
 the 28x28 model input, and the pool of decode processes that runs it:
-- `prepare` decodes one picture and raises `ImageError`;
+- `prepare` decodes one picture and raises `ImageError`; given a `SplitRequest` it splits the
+  picture into pieces instead (`model/numbers.py`) and prepares every group of neighbouring
+  pieces that may be one digit, the second pass of a drawing the model rejected as one digit;
 - `prepare_many` decodes a chunk of pictures in a decode process and returns only plain,
   picklable values (`Decoded`): an exception with its own `__init__` does not unpickle;
 - `start_decode_pool` starts the processes (`spawn`: TensorFlow's threads do not survive a
@@ -16,6 +18,7 @@ of megabytes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -30,9 +33,16 @@ from multiprocessing.connection import wait
 from typing import Literal
 
 import numpy as np
+from PIL import Image
 
-from model.preprocess import FloatArray, to_model_input
-from model.strokes import Indices, Points, points_to_model_input, strokes_to_model_input
+from model.numbers import Box, Candidate, Piece, candidates, ink_pieces, picture_pieces
+from model.preprocess import FloatArray, ink_map, to_model_input_and_box
+from model.strokes import (
+    Indices,
+    Points,
+    ink_box,
+    points_to_model_input,
+)
 from server.images import ImageError, decode_text, open_image
 from server.ink import PackedInk
 from server.predictions import input_png
@@ -42,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 # What can be decoded into a picture: image bytes, a data URL or base64 text, or strokes.
 Picture = bytes | str | StrokesSnapshot | PackedInk
+# A drawing of more pieces than this is not split: it reads as one `?`. Twenty pieces are ten
+# digits of two strokes each; the groups to score grow as four times the pieces.
+MAX_SPLIT_PIECES = 20
 # How long each start-up task holds its process, so that the tasks spread over all of them.
 PAUSE_S = 0.01
 WARM_UP = StrokesSnapshot(0, 28, 28, 3.0, (((14.0, 4.0), (14.0, 24.0)),))
@@ -56,11 +69,38 @@ class DecodeLimits:
 
 
 @dataclass(frozen=True)
+class SplitRequest:
+    """Ask for a picture's pieces and groups (the second pass) rather than its whole input."""
+
+    picture: Picture
+
+
+@dataclass(frozen=True)
+class Split:
+    """A picture cut into pieces, and every group of neighbouring pieces with its input.
+
+    No groups when it has more than MAX_SPLIT_PIECES pieces. Pieces carry only their boxes:
+    the server needs no more of them to choose the best grouping.
+    """
+
+    pieces: tuple[Piece, ...]
+    groups: tuple[Candidate, ...]
+
+
+@dataclass(frozen=True)
 class Prepared:
-    """A decoded picture: the model input (None when it has no ink) and, if asked, its PNG."""
+    """A decoded picture: the model input (None when it has no ink) and, if asked, its PNG.
+
+    `box` is where its ink lies, in the picture's (or canvas's) pixels; `pieces` how many
+    strokes it has, for ink (None for a picture: its pieces are found only if it is split).
+    A `SplitRequest` is prepared as a `split` and no model input.
+    """
 
     model_input: FloatArray | None
     input_png: str | None
+    box: Box | None = None
+    pieces: int | None = None
+    split: Split | None = None
 
 
 @dataclass(frozen=True)
@@ -73,43 +113,95 @@ class Decoded:
     seconds: float
 
 
-def prepare(picture: Picture, limits: DecodeLimits, include_input: bool) -> Prepared:
-    """Decode and preprocess one picture; raises ImageError."""
-    preprocess: Callable[[], FloatArray | None]
-    if isinstance(picture, PackedInk):
-        described = f"{len(picture.lengths)} strokes on a {picture.width}x{picture.height} canvas"
-        points, starts = unpack_points(picture)
-        preprocess = partial(
-            points_to_model_input,
-            points,
-            starts,
-            picture.width,
-            picture.height,
-            picture.line_width,
-        )
-    elif isinstance(picture, StrokesSnapshot):
+def prepare(
+    picture: Picture | SplitRequest, limits: DecodeLimits, include_input: bool
+) -> Prepared:
+    """Decode and preprocess one picture, or split it; raises ImageError."""
+    preprocess: Callable[[], Prepared]
+    target = picture.picture if isinstance(picture, SplitRequest) else picture
+    if isinstance(target, PackedInk | StrokesSnapshot):
         # Ink is drawn straight into the model input: it never becomes a canvas-sized picture.
-        described = f"{len(picture.strokes)} strokes on a {picture.width}x{picture.height} canvas"
-        preprocess = partial(
-            strokes_to_model_input,
-            picture.strokes,
-            picture.width,
-            picture.height,
-            picture.line_width,
-        )
+        points, starts = _points(target)
+        described = f"{len(starts)} strokes on a {target.width}x{target.height} canvas"
+        if isinstance(picture, SplitRequest):
+            preprocess = partial(_split_ink, np.split(points, starts[1:]), target)
+        else:
+            preprocess = partial(_prepare_ink, points, starts, target, include_input)
     else:
-        data = picture if isinstance(picture, bytes) else decode_text(picture, limits.max_bytes)
+        data = target if isinstance(target, bytes) else decode_text(target, limits.max_bytes)
         image = open_image(data, limits.max_pixels)
         described = f"a {image.width}x{image.height} {image.mode} picture"
-        preprocess = partial(to_model_input, image)
+        if isinstance(picture, SplitRequest):
+            preprocess = partial(_split_image, image)
+        else:
+            preprocess = partial(_prepare_image, image, include_input)
     try:
-        model_input = preprocess()
+        return preprocess()
     except Exception:
         # A picture that decoded yet breaks preprocessing is a bug worth a traceback, but it
         # is still only this client's picture: it gets an error, the server carries on.
         logger.exception("preprocessing failed for %s", described)
         raise ImageError("bad_image", "the picture could not be processed") from None
-    return Prepared(model_input, input_png(model_input) if include_input else None)
+
+
+def _prepare_image(image: Image.Image, include_input: bool) -> Prepared:
+    model_input, box = to_model_input_and_box(image)
+    return Prepared(model_input, input_png(model_input) if include_input else None, box)
+
+
+def _prepare_ink(
+    points: Points, starts: Indices, ink: PackedInk | StrokesSnapshot, include_input: bool
+) -> Prepared:
+    model_input = points_to_model_input(points, starts, ink.width, ink.height, ink.line_width)
+    png = input_png(model_input) if include_input else None
+    if model_input is None:
+        return Prepared(None, png)
+    box = ink_box(points, ink.width, ink.height, ink.line_width)
+    strokes = np.split(points, starts[1:])
+    return Prepared(model_input, png, box, len(ink_pieces(strokes, ink.line_width)))
+
+
+def _split_ink(strokes: list[Points], ink: PackedInk | StrokesSnapshot) -> Prepared:
+    pieces = ink_pieces(strokes, ink.line_width)
+    if len(pieces) > MAX_SPLIT_PIECES:
+        return Prepared(None, None, split=Split(_boxes_only(pieces), ()))
+    groups = candidates(pieces, strokes, canvas=(ink.width, ink.height, ink.line_width))
+    return Prepared(None, None, split=Split(_boxes_only(pieces), tuple(groups)))
+
+
+def _split_image(image: Image.Image) -> Prepared:
+    ink = ink_map(image)
+    pieces = picture_pieces(ink)
+    # A large picture was reduced before its ink was read: boxes are in its own pixels.
+    scale = (image.width / max(ink.shape[1], 1), image.height / max(ink.shape[0], 1))
+    groups: list[Candidate] = []
+    if len(pieces) <= MAX_SPLIT_PIECES:
+        groups = [
+            dataclasses.replace(group, box=_scaled(group.box, scale))
+            for group in candidates(pieces, ink=ink)
+        ]
+    boxes = tuple(Piece(_scaled(piece.box, scale)) for piece in pieces)
+    return Prepared(None, None, split=Split(boxes, tuple(groups)))
+
+
+def _boxes_only(pieces: Sequence[Piece]) -> tuple[Piece, ...]:
+    return tuple(Piece(piece.box) for piece in pieces)
+
+
+def _scaled(box: Box, scale: tuple[float, float]) -> Box:
+    return (box[0] * scale[0], box[1] * scale[1], box[2] * scale[0], box[3] * scale[1])
+
+
+def _points(ink: PackedInk | StrokesSnapshot) -> tuple[Points, Indices]:
+    """Every point as one (N, 2) float64 array, and where each stroke with points starts."""
+    if isinstance(ink, PackedInk):
+        return unpack_points(ink)
+    strokes = [stroke for stroke in ink.strokes if stroke]
+    lengths = np.fromiter((len(stroke) for stroke in strokes), dtype=np.intp, count=len(strokes))
+    if not strokes:
+        return np.zeros((0, 2)), lengths
+    points = np.concatenate([np.asarray(stroke, dtype=np.float64) for stroke in strokes])
+    return points, np.cumsum(lengths) - lengths
 
 
 def unpack_points(ink: PackedInk) -> tuple[Points, Indices]:
@@ -120,7 +212,7 @@ def unpack_points(ink: PackedInk) -> tuple[Points, Indices]:
 
 
 def prepare_many(
-    pictures: Sequence[tuple[Picture, bool]], limits: DecodeLimits
+    pictures: Sequence[tuple[Picture | SplitRequest, bool]], limits: DecodeLimits
 ) -> list[Decoded]:
     """Decode a chunk of (picture, include_input) pairs; one `Decoded` each, in order."""
     results = []

@@ -84,6 +84,11 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.splits = Counter(
+            "digits_splits",
+            "Drawings rejected as one digit and split into pieces, to be read as a number.",
+            registry=self.registry,
+        )
         self.decode_restarts = Counter(
             "digits_decode_restarts",
             "Times the decode processes were replaced after one of them died.",

@@ -280,6 +280,7 @@ def hello_message(model: dict[str, Any], settings: Settings) -> str:
         {
             "type": "hello",
             "model": model,
+            "not_digit_threshold": model["not_digit_threshold"],
             "debounce_ms": settings.debounce_ms,
             "max_wait_ms": settings.max_wait_ms,
             "max_bytes": settings.max_message_bytes,

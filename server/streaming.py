@@ -405,7 +405,7 @@ class Session:
             await self._until_due()
             try:
                 prediction = await self._worker.answer(
-                    self._take, self._include_input, self._pending_cost_ms
+                    self._take, self._include_input, self._pending_cost_ms, self._spend
                 )
             except ImageError as error:
                 assert self._in_flight is not None
@@ -456,6 +456,10 @@ class Session:
     def _pending_cost_ms(self) -> float:
         """The estimated decode cost of the pending snapshot (for the worker's lanes)."""
         return 0.0 if self._pending is None else self._pending.decode_ms
+
+    def _spend(self, cost_ms: float) -> None:
+        """Charge this connection for work its snapshot caused beyond decoding (a split)."""
+        self._budget.spend(cost_ms, time.monotonic())
 
     def _take(self) -> Picture:
         """Hand the newest pending snapshot to the worker (called once a decoder is free)."""

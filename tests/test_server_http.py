@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +18,7 @@ from server.config import MIB, WEB_DIR
 from tests.conftest import TIMEOUT_S, RunningServer
 from tests.drawing import encode
 from tests.pictures import blank_png, bomb_png, data_url, digit_image, digit_png
+from tests.predictions import EMPTY, assert_prediction_object
 
 PNG = {"Content-Type": "image/png"}
 
@@ -38,14 +38,8 @@ def json_answer(response: httpx.Response, status: int = 200) -> Any:
 
 
 def assert_prediction(answer: dict[str, Any]) -> None:
-    """The answer is a prediction object with ink: ten probabilities, argmax, confidence."""
-    assert set(answer) >= {"digit", "confidence", "probabilities", "empty"}
-    probabilities = answer["probabilities"]
-    assert answer["empty"] is False
-    assert len(probabilities) == 10
-    assert math.isclose(sum(probabilities), 1.0, abs_tol=1e-4)
-    assert answer["digit"] == max(range(10), key=probabilities.__getitem__)
-    assert answer["confidence"] == probabilities[answer["digit"]]
+    """The answer is a prediction object with ink (the v2 object)."""
+    assert_prediction_object(answer)
 
 
 def assert_still_serving(client: httpx.Client) -> None:
@@ -178,7 +172,7 @@ def test_empty_canvas_is_empty(client: httpx.Client, transparent: bool) -> None:
     answer = json_answer(
         client.post("/api/predict", content=blank_png(transparent), headers=PNG)
     )
-    assert answer == {"digit": None, "confidence": None, "probabilities": None, "empty": True}
+    assert answer == EMPTY
     assert_still_serving(client)
 
 

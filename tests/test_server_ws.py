@@ -27,6 +27,7 @@ from tests.pictures import (
     digit_png,
     strokes_message,
 )
+from tests.predictions import assert_prediction_object
 
 SEVEN = digit_png(7)
 ONE = digit_png(1)
@@ -70,15 +71,10 @@ def snapshot(seq: int, picture: bytes = SEVEN) -> str:
 
 
 def assert_prediction(message: dict[str, Any], seq: int) -> None:
-    """A prediction for `seq` with ink: ten probabilities, argmax, confidence, latency."""
+    """A prediction for `seq` with ink (the v2 object) and its latency."""
     assert message["type"] == "prediction", message
     assert message["seq"] == seq
-    assert message["empty"] is False
-    probabilities = message["probabilities"]
-    assert len(probabilities) == 10
-    assert abs(sum(probabilities) - 1.0) < 1e-4
-    assert message["digit"] == max(range(10), key=probabilities.__getitem__)
-    assert message["confidence"] == probabilities[message["digit"]]
+    assert_prediction_object(message)
     assert message["latency_ms"] >= 0
 
 

@@ -1,0 +1,240 @@
+"""The v2 prediction object on every route: numbers, "not a digit", boxes, live growth.
+
+A real server reads numbers drawn with the test pen paths: as pictures over HTTP (raw,
+multipart, JSON), binary frames and text snapshots, and as strokes and ink over the socket.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.conftest import TIMEOUT_S, RunningServer
+from tests.drawing import DIGIT_PATHS, Point, draw_strokes, encode
+from tests.predictions import NOT_DIGIT_THRESHOLD, assert_number, assert_prediction_object
+from tests.test_server_ws import answer_to, connected
+
+WIDTH, HEIGHT = 900, 300
+LINE_WIDTH = 16.0
+DIGIT_SIZE = 200.0
+STEP = 150.0  # From one digit's left edge to the next one's: a gap of about 40 px.
+PNG = {"Content-Type": "image/png"}
+# Pen strokes that are not digits, in a unit box.
+LETTER_A = [[(0.1, 0.95), (0.5, 0.05), (0.9, 0.95)], [(0.28, 0.6), (0.72, 0.6)]]
+SCRIBBLE = [[(0.1 + 0.8 * (step % 2), 0.1 + 0.8 * step / 11) for step in range(12)]]
+
+
+def number_strokes(text: str, left: float = 40.0, top: float = 50.0) -> list[list[Point]]:
+    """The pen strokes of a number's digits side by side, in canvas pixels."""
+    strokes = []
+    for place, character in enumerate(text):
+        for path in DIGIT_PATHS[int(character)]:
+            x0 = left + place * STEP
+            strokes.append([(x0 + x * DIGIT_SIZE * 0.6, top + y * DIGIT_SIZE) for x, y in path])
+    return strokes
+
+
+def shape_strokes(paths: list[list[Point]], size: float = DIGIT_SIZE) -> list[list[Point]]:
+    """A shape's unit-box paths placed on the canvas."""
+    return [[(300 + x * size, 50 + y * size) for x, y in path] for path in paths]
+
+
+def png_of(strokes: list[list[Point]], width: int = WIDTH, height: int = HEIGHT) -> bytes:
+    """The canvas of the strokes as PNG bytes, black on white."""
+    return encode(draw_strokes(strokes, width, height, LINE_WIDTH))
+
+
+def strokes_message(seq: int, strokes: list[list[Point]]) -> str:
+    """A v1 strokes message on the test canvas."""
+    return json.dumps(
+        {"type": "strokes", "seq": seq, "width": WIDTH, "height": HEIGHT,
+         "line_width": LINE_WIDTH, "strokes": strokes}
+    )
+
+
+def ink_message(seq: int, stroke: int, points: list[Point]) -> str:
+    """An ink message on the test canvas."""
+    return json.dumps(
+        {"type": "ink", "seq": seq, "width": WIDTH, "height": HEIGHT, "line_width": LINE_WIDTH,
+         "stroke": stroke, "points": points}
+    )
+
+
+def assert_reads(answer: dict[str, Any], text: str) -> None:
+    """The answer is a valid v2 object that reads `text` (a number: no single digit)."""
+    assert_prediction_object(answer)
+    assert answer["number"]["text"] == text, answer["number"]
+    if len(text) > 1:
+        assert answer["digit"] is None and answer["not_digit"] >= NOT_DIGIT_THRESHOLD
+
+
+def assert_boxes_hold(answer: dict[str, Any], strokes: list[list[Point]], text: str) -> None:
+    """Each character's box holds its own digit's strokes, in canvas pixels."""
+    per_digit = [len(DIGIT_PATHS[int(character)]) for character in text]
+    first = 0
+    for count, piece in zip(per_digit, answer["number"]["digits"], strict=True):
+        x0, y0, x1, y1 = piece["box"]
+        for stroke in strokes[first : first + count]:
+            for x, y in stroke:
+                assert x0 <= x <= x1 and y0 <= y <= y1
+        first += count
+
+
+@pytest.fixture(scope="module")
+def client(server: RunningServer) -> Iterator[httpx.Client]:
+    """An HTTP client for the shared server."""
+    with httpx.Client(base_url=server.http_url, timeout=TIMEOUT_S) as http:
+        yield http
+
+
+def predict(client: httpx.Client, **request: Any) -> dict[str, Any]:
+    """POST /api/predict; the JSON answer of a 200."""
+    response = client.post("/api/predict", **request)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+@pytest.mark.parametrize("body", ["raw", "multipart", "json"])
+def test_a_number_over_http(client: httpx.Client, body: str) -> None:
+    """A picture of 2047 reads 2047 whatever the body, with boxes in its own pixels."""
+    strokes = number_strokes("2047")
+    picture = png_of(strokes)
+    if body == "raw":
+        answer = predict(client, content=picture, headers=PNG)
+    elif body == "multipart":
+        answer = predict(client, files={"image": ("n.png", picture, "image/png")})
+    else:
+        answer = predict(client, json={"image": base64.b64encode(picture).decode()})
+    assert_reads(answer, "2047")
+    assert_boxes_hold(answer, strokes, "2047")
+
+
+def test_boxes_of_a_large_picture_are_in_its_own_pixels(client: httpx.Client) -> None:
+    """A picture reduced before reading (over 1024 px wide) still gets boxes in its pixels."""
+    strokes = [[(x * 3, y * 3) for x, y in stroke] for stroke in number_strokes("31")]
+    picture = encode(draw_strokes(strokes, WIDTH * 3, HEIGHT * 3, LINE_WIDTH * 3))
+    answer = predict(client, content=picture, headers=PNG)
+    assert_reads(answer, "31")
+    boxes = [piece["box"] for piece in answer["number"]["digits"]]
+    # The second digit lies at x 570-930 of 2,700; in the reduced map it would be at 190-310.
+    assert boxes[1][0] > 500, "boxes are in the picture's pixels, not the reduced ones"
+    for (x0, _, x1, _), stroke in zip(boxes, (strokes[0], strokes[1]), strict=True):
+        middle = sum(x for x, _ in stroke) / len(stroke)
+        assert x0 < middle < x1
+
+
+def test_a_single_digit_is_a_one_character_number(client: httpx.Client) -> None:
+    """One digit: `digit` set, and the number is that digit with the box of its ink."""
+    strokes = number_strokes("4")
+    answer = predict(client, content=png_of(strokes), headers=PNG)
+    assert_reads(answer, "4")
+    assert answer["digit"] == 4 and answer["not_digit"] < NOT_DIGIT_THRESHOLD
+    (piece,) = answer["number"]["digits"]
+    assert piece["digit"] == 4
+    assert_boxes_hold(answer, strokes, "4")
+
+
+@pytest.mark.parametrize("shape", [LETTER_A, SCRIBBLE], ids=["letter A", "scribble"])
+def test_a_letter_or_a_scribble_is_rejected(client: httpx.Client, shape: list[list[Point]]) -> None:
+    """Not a digit: `digit` and `confidence` null, `not_digit` over the threshold, text `?`."""
+    answer = predict(client, content=png_of(shape_strokes(shape)), headers=PNG)
+    assert_prediction_object(answer)
+    assert answer["digit"] is None and answer["confidence"] is None
+    assert answer["not_digit"] >= NOT_DIGIT_THRESHOLD
+    assert set(answer["number"]["text"]) == {"?"}
+
+
+def test_an_empty_canvas_has_no_number(client: httpx.Client) -> None:
+    """Empty: `not_digit` and `number` null, as every other field."""
+    answer = predict(client, content=png_of([]), headers=PNG)
+    assert answer["empty"] is True
+    assert answer["not_digit"] is None and answer["number"] is None
+
+
+def test_model_and_hello_state_the_threshold(client: httpx.Client, server: RunningServer) -> None:
+    """`/api/model` and the hello state the committed model's operating point."""
+    model = client.get("/api/model").json()
+    assert model["not_digit_threshold"] == pytest.approx(NOT_DIGIT_THRESHOLD)
+    assert 0.0 < NOT_DIGIT_THRESHOLD < 1.0
+
+
+async def test_hello_states_the_threshold(server: RunningServer) -> None:
+    """The hello carries `not_digit_threshold`."""
+    async with connected(server) as (_, hello):
+        assert hello["not_digit_threshold"] == pytest.approx(NOT_DIGIT_THRESHOLD)
+
+
+async def test_a_number_over_every_socket_message(server: RunningServer) -> None:
+    """Binary frame, text snapshot and strokes message all read the same number."""
+    strokes = number_strokes("519")
+    picture = png_of(strokes)
+    async with connected(server) as (socket, _):
+        await socket.send(picture)
+        assert_reads(await answer_to(socket, 0), "519")
+        data_url = "data:image/png;base64," + base64.b64encode(picture).decode()
+        await socket.send(json.dumps({"type": "snapshot", "seq": 1, "image": data_url}))
+        assert_reads(await answer_to(socket, 1), "519")
+        await socket.send(strokes_message(2, strokes))
+        answer = await answer_to(socket, 2)
+        assert_reads(answer, "519")
+        assert_boxes_hold(answer, strokes, "519")
+
+
+async def test_the_number_grows_stroke_by_stroke_over_ink(server: RunningServer) -> None:
+    """Ink streamed point by point: after each digit, the number read so far."""
+    text = "2047"
+    strokes = number_strokes(text)
+    per_digit = [len(DIGIT_PATHS[int(character)]) for character in text]
+    readings = []
+    async with connected(server) as (socket, _):
+        seq, stroke = -1, 0
+        for count in per_digit:
+            for points in strokes[stroke : stroke + count]:
+                for start in range(0, len(points), 5):
+                    seq += 1
+                    await socket.send(ink_message(seq, stroke, points[start : start + 5]))
+                stroke += 1
+            answer = await answer_to(socket, seq)
+            assert_prediction_object(answer)
+            readings.append(answer["number"]["text"])
+        assert_boxes_hold(answer, strokes, text)
+        # Undo takes the 7's stroke away, clear takes everything.
+        await socket.send(json.dumps({"type": "undo", "seq": seq + 1}))
+        assert_reads(await answer_to(socket, seq + 1), "204")
+        await socket.send(json.dumps({"type": "clear", "seq": seq + 2}))
+        cleared = await answer_to(socket, seq + 2)
+        assert cleared["empty"] is True and cleared["number"] is None
+    assert readings == ["2", "20", "204", "2047"]
+
+
+async def test_a_drawing_of_many_pieces_is_answered(server: RunningServer) -> None:
+    """Sixty dots and dashes (too many pieces to split) are one `?`, and the socket goes on."""
+    dashes = [[(20.0 + 14 * index, 40.0 + 3 * (index % 7)), (26.0 + 14 * index, 60.0)]
+              for index in range(60)]
+    async with connected(server) as (socket, _):
+        await socket.send(strokes_message(0, dashes))
+        answer = await answer_to(socket, 0)
+        assert_prediction_object(answer)
+        assert answer["digit"] is None
+        await socket.send(strokes_message(1, number_strokes("7")))
+        assert_reads(await answer_to(socket, 1), "7")
+
+
+def test_input_png_still_shows_the_whole_drawing(client: httpx.Client) -> None:
+    """`?include_input=1` on a number gives the 28x28 of the whole drawing."""
+    answer = predict(
+        client, content=png_of(number_strokes("12")), headers=PNG, params={"include_input": 1}
+    )
+    assert_number(answer["number"])
+    prefix = "data:image/png;base64,"
+    assert answer["input_png"].startswith(prefix)
+    seen = Image.open(io.BytesIO(base64.b64decode(answer["input_png"][len(prefix):])))
+    assert seen.size == (28, 28)
