@@ -28,6 +28,7 @@ train: $(STAMP)  ## Train the CNN and write every file of model/
 
 bench: $(STAMP)  ## Replay the page's recorded traffic against the server: load, saturation, attacks, corrections
 	$(PY) -m bench
+	$(PY) -m bench --numbers 4 --workers 2 --many 0 --ceiling-duration 0
 	$(PY) -m bench --attack
 	$(PY) -m bench.corrections
 

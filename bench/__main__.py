@@ -41,7 +41,15 @@ from typing import Any
 import psutil
 
 from bench import attack, measure, report
-from bench.drawings import FIXTURE_PATH, Drawing, describe, load_drawings, slowed, socket_query
+from bench.drawings import (
+    FIXTURE_PATH,
+    Drawing,
+    as_numbers,
+    describe,
+    load_drawings,
+    slowed,
+    socket_query,
+)
 from bench.load import (
     DEFLATE_VARIABLE,
     Health,
@@ -104,6 +112,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--deflate",
         action="store_true",
         help="clients offer permessage-deflate, as browsers do (default: off)",
+    )
+    parser.add_argument(
+        "--numbers", type=int, default=0,
+        help="write numbers of this many recorded digits side by side (0: single digits)",
     )
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--fixture", type=Path, default=FIXTURE_PATH)
@@ -491,6 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         # Read by bench.load in every generator process, which are spawned after this.
         os.environ[DEFLATE_VARIABLE] = "1"
     drawings = load_drawings(arguments.fixture)
+    if arguments.numbers:
+        drawings = as_numbers(drawings, arguments.numbers, arguments.seed)
     options = Options(
         workers=arguments.workers,
         ink_drawers=arguments.ink_drawers,
@@ -515,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
         "permessage_deflate": arguments.deflate,
         "traffic": describe(drawings),
     }
+    if arguments.numbers:
+        section["traffic"]["numbers_of_digits"] = arguments.numbers
     if arguments.attack:
         attack_run(options, drawings, section)
     else:
@@ -528,10 +544,11 @@ def main(argv: list[str] | None = None) -> int:
             existing = json.loads(arguments.out.read_text())
         except ValueError:
             existing = {}
-    key = "attack" if arguments.attack else "load"
+    key = "attack" if arguments.attack else "load, numbers" if arguments.numbers else "load"
+    kept = ("load", "load, numbers", "attack", "corrections")
     results = {
         "method": report.METHOD,
-        **{name: existing[name] for name in ("load", "attack", "corrections") if name in existing},
+        **{name: existing[name] for name in kept if name in existing},
         key: section,
     }
     arguments.out.write_text(json.dumps(results, indent=2) + "\n")

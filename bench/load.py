@@ -28,6 +28,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -83,7 +84,7 @@ class Tally:
 class Replay:
     """One drawing ready to send: when each update goes out, and its frame."""
 
-    digit: int
+    expected: str  # The right reading of the drawing: its digit, or its number.
     times_s: tuple[float, ...]
     frames: tuple[Update | bytes, ...]  # Ink text (seq added when sent) or a binary PNG.
     first_on_connection: int  # Index to start at on a fresh connection (after the clear).
@@ -111,7 +112,7 @@ class Replay:
         if drawing.updates[0].kind != "clear":
             times = (0.0, *(at_s + CLEAR_TO_DRAW_S for at_s in times))
             frames = (clear, *frames)
-        return cls(drawing.digit, times, tuple(frames), first_on_connection=1)
+        return cls(drawing.expected, times, tuple(frames), first_on_connection=1)
 
 
 class Drawer:
@@ -121,13 +122,13 @@ class Drawer:
         self.socket = socket
         self.tally = tally
         self.seq = -1
-        # (seq, sent at, digit if it is a drawing's last update else None), oldest first.
-        self.pending: deque[tuple[int, float, int | None]] = deque()
+        # (seq, sent at, the right reading if it is a drawing's last update else None).
+        self.pending: deque[tuple[int, float, str | None]] = deque()
         self.settled = asyncio.Event()
         self.settled.set()
         self.closing = False
 
-    async def send(self, frame: Update | bytes, last_of: int | None = None) -> int:
+    async def send(self, frame: Update | bytes, last_of: str | None = None) -> int:
         """Send one update with the next seq; returns the seq."""
         self.seq += 1
         sent_at = time.monotonic()
@@ -151,7 +152,7 @@ class Drawer:
                 if kind == "prediction":
                     tally.answers += 1
                     tally.server_latencies_ms.append(payload.get("latency_ms", float("nan")))
-                    self.cover(payload["seq"], payload.get("digit"), now)
+                    self.cover(payload["seq"], reading(payload), now)
                 elif kind == "error":
                     tally.errors[str(payload.get("code"))] += 1
         except ConnectionClosed:
@@ -160,7 +161,7 @@ class Drawer:
             tally.dropped += 1
             tally.close_codes[str(self.socket.close_code)] += 1
 
-    def cover(self, seq: int, digit: int | None, now: float) -> None:
+    def cover(self, seq: int, read: str | None, now: float) -> None:
         """An answer with `seq` covers every pending update up to it."""
         tally = self.tally
         pending = self.pending
@@ -172,7 +173,7 @@ class Drawer:
                 tally.last_update_latencies_ms.append(latency_ms)
                 if number == seq:
                     tally.drawings_answered += 1
-                    tally.digits_right += digit == last_of
+                    tally.digits_right += read == last_of
                 else:
                     tally.drawings_overtaken += 1
         if not pending:
@@ -184,6 +185,15 @@ class Drawer:
             async with asyncio.timeout(timeout_s):
                 await self.settled.wait()
         self.tally.drawings_unanswered += sum(last is not None for _, _, last in self.pending)
+
+
+def reading(prediction: dict[str, Any]) -> str | None:
+    """What a prediction reads: its number's text (v2), else its digit."""
+    number = prediction.get("number")
+    if isinstance(number, dict):
+        return str(number.get("text"))
+    digit = prediction.get("digit")
+    return None if digit is None else str(digit)
 
 
 def process_id(pause_s: float) -> int:
@@ -238,7 +248,7 @@ async def draw(drawer: Drawer, replay: Replay, first: bool) -> None:
     for index in range(start, len(frames)):
         lag_s = await sleep_until(began + replay.times_s[index])
         drawer.tally.send_lag_ms.append(lag_s * 1000.0)
-        await drawer.send(frames[index], replay.digit if index == last else None)
+        await drawer.send(frames[index], replay.expected if index == last else None)
     drawer.tally.drawings += 1
 
 
@@ -335,7 +345,8 @@ def run_saturation(
                 first = False
                 last = len(replay.frames) - 1
                 for index in range(start, len(replay.frames)):
-                    await drawer.send(replay.frames[index], replay.digit if index == last else None)
+                    expected = replay.expected if index == last else None
+                    await drawer.send(replay.frames[index], expected)
                     async with asyncio.timeout(ANSWER_TIMEOUT_S):
                         await drawer.settled.wait()
                     if time.monotonic() >= deadline:
