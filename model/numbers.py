@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,7 +79,8 @@ class Candidate:
     first: int
     last: int
     box: Box
-    model_input: FloatArray
+    # None when the caller already knows how this group reads (see `candidates`' `known`).
+    model_input: FloatArray | None
 
 
 @dataclass(frozen=True)
@@ -162,16 +163,22 @@ def candidates(
     strokes: Sequence[Stroke] | None = None,
     canvas: tuple[int, int, float] | None = None,
     ink: FloatArray | None = None,
+    known: Callable[[Sequence[Piece]], bool] | None = None,
 ) -> list[Candidate]:
     """Every run of up to MAX_PIECES_PER_DIGIT neighbouring pieces, with its model input.
 
     Ink pieces need the `strokes` and the `canvas` (width, height, line width); picture
-    pieces need the `ink` map they came from. A run with no ink left is skipped.
+    pieces need the `ink` map they came from. A run with no ink left is skipped. A run for
+    which `known` is true is listed without drawing it (no model input): its reading is
+    already known to the caller, as a growing drawing's unchanged strokes are.
     """
     found = []
     for first in range(len(pieces)):
         for last in range(first, min(first + MAX_PIECES_PER_DIGIT, len(pieces))):
             group = pieces[first : last + 1]
+            if known is not None and known(group):
+                found.append(Candidate(first, last, _union(group), None))
+                continue
             model_input = _group_input(group, strokes, canvas, ink)
             if model_input is not None:
                 found.append(Candidate(first, last, _union(group), model_input))

@@ -20,7 +20,9 @@ A drawing is read whole first. Only when the model rejects it as one digit (a nu
 letter) and it has more than one piece does it go round once more: a second request, first
 in the queue, splits it into pieces in a decode process and the model scores every group of
 neighbouring pieces, for `model/numbers.py` to find the best reading. A single digit, the
-common case, costs exactly what it did before numbers.
+common case, costs exactly what it did before numbers. A connection keeps the model's rows
+for the groups of its last split (`Readings`): as a number grows, only the groups that hold
+the stroke being drawn are drawn and scored again.
 
 A decode process that dies breaks the whole pool: it is replaced exactly once, however many
 chunks were in flight, and each of those chunks is tried once more on the new pool; if that
@@ -46,9 +48,11 @@ from model.inference import Classifier, read_model_info
 from model.numbers import Box, NumberReading, is_one_digit, read_number, whole_reading
 from model.preprocess import FloatArray
 from server.config import Settings
+from server.costs import split_cost_ms
 from server.decoding import (
     Decoded,
     DecodeLimits,
+    GroupKey,
     Picture,
     Prepared,
     Split,
@@ -57,6 +61,7 @@ from server.decoding import (
     start_decode_pool,
 )
 from server.images import ImageError
+from server.ink import PackedInk
 from server.metrics import Metrics
 from server.predictions import Prediction, make_prediction
 
@@ -81,10 +86,11 @@ IN_PROCESS_MS = 1.5
 EXPENSIVE_MS = 20.0
 # Most estimated work in one chunk of cheap requests, so that none waits long behind others.
 CHUNK_MS = 15.0
-# Splitting a drawing prepares about four groups per piece, each about as costly as the
-# whole drawing; a picture's pieces are unknown until it is split.
-GROUPS_PER_PIECE = 4
+# A picture's pieces are unknown until it is split: its split is charged as if it had these.
 PICTURE_PIECES_GUESS = 3
+
+# The model's rows for the groups of a connection's last split, by group.
+Readings = dict[GroupKey, NDArray[np.float32]]
 
 
 class DecodeError(Exception):
@@ -112,6 +118,8 @@ class Request:
     future: asyncio.Future[Prediction]
     # Charges the caller for work it causes beyond its estimate (a split), in ms.
     spend: Callable[[float], None] | None = None
+    # The caller's rows of earlier splits (a connection's), kept up to date by splits.
+    readings: Readings | None = None
     # Set on a second pass: the first pass's reading of the whole drawing.
     whole: Whole | None = None
 
@@ -203,14 +211,16 @@ class InferenceWorker:
         include_input: bool,
         cost_ms: Callable[[], float] = lambda: 0.0,
         spend: Callable[[float], None] | None = None,
+        readings: Readings | None = None,
     ) -> Prediction:
         """Predict the picture `take()` returns once its decode starts.
 
-        `spend` is charged with the estimated cost of splitting it, if it is split. Raises
+        `spend` is charged with the estimated cost of splitting it, if it is split, and
+        `readings` (one connection's) spare a split the groups it already scored. Raises
         ImageError for a picture refused, DecodeError when the server failed.
         """
         future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
-        self._waiting.append(Request(take, cost_ms, include_input, future, spend))
+        self._waiting.append(Request(take, cost_ms, include_input, future, spend, readings))
         self._wake.set()
         return await future
 
@@ -378,8 +388,16 @@ class InferenceWorker:
                 # Too many pieces to split, or none left after the specks: one `?`.
                 request.future.set_result(self._whole_prediction(request.whole))
                 return
-            inputs = np.stack([group.model_input for group in prepared.split.groups])
-            self._ready.append(Ready(inputs, request, prepared=prepared))
+            new = [group.model_input for group in prepared.split.groups
+                   if group.model_input is not None]
+            self.metrics.split_groups.labels("drawn").inc(len(new))
+            self.metrics.split_groups.labels("kept").inc(len(prepared.split.groups) - len(new))
+            if not new:
+                # Every group was scored before: nothing for the model to do.
+                self._read(Ready(np.zeros((0, 28, 28), np.float32), request, prepared=prepared),
+                           np.zeros((0, 11), np.float32))
+                return
+            self._ready.append(Ready(np.stack(new), request, prepared=prepared))
             return
         if prepared.model_input is None:
             request.future.set_result(make_prediction(None, input_png=prepared.input_png))
@@ -446,6 +464,7 @@ class InferenceWorker:
         threshold = self.not_digit_threshold
         if request.whole is not None:
             assert prepared.split is not None
+            rows = _all_rows(prepared.split, rows, request.readings)
             request.future.set_result(self._split_prediction(request.whole, prepared.split, rows))
             return
         assert prepared.box is not None and ready.picture is not None
@@ -454,17 +473,19 @@ class InferenceWorker:
             request.future.set_result(self._whole_prediction(whole))
             return
         # Not one digit, and more than one piece: split it, ahead of every waiting request.
-        pieces = prepared.pieces or PICTURE_PIECES_GUESS
-        cost_ms = ready.decode_ms * GROUPS_PER_PIECE * pieces
+        picture = ready.picture
+        readings = request.readings if isinstance(picture, PackedInk) else None
+        known = frozenset(readings) if readings else frozenset()
+        cost_ms = split_cost_ms(ready.decode_ms, prepared.pieces or PICTURE_PIECES_GUESS)
         if request.spend is not None:
             request.spend(cost_ms)
-        picture = ready.picture
         self._waiting.appendleft(
             Request(
-                lambda: SplitRequest(picture),
+                lambda: SplitRequest(picture, known),
                 lambda: cost_ms,
                 include_input=False,
                 future=request.future,
+                readings=readings,
                 whole=whole,
             )
         )
@@ -486,3 +507,22 @@ class InferenceWorker:
         if number is None:
             number = whole_reading(whole.row, whole.box, threshold)
         return make_prediction(whole.row, threshold, number, whole.input_png)
+
+
+def _all_rows(
+    split: Split, new_rows: NDArray[np.float32], readings: Readings | None
+) -> NDArray[np.float32]:
+    """A row for every group of a split: the model's for those it drew, the kept ones for
+    those it knew; the connection then keeps exactly this split's rows."""
+    rows = []
+    fresh = iter(new_rows)
+    for index, group in enumerate(split.groups):
+        if group.model_input is None:
+            assert readings is not None
+            rows.append(readings[split.keys[index]])
+        else:
+            rows.append(next(fresh))
+    if readings is not None and split.keys:
+        readings.clear()
+        readings.update(zip(split.keys, rows, strict=True))
+    return np.stack(rows)

@@ -68,11 +68,21 @@ class DecodeLimits:
     max_pixels: int
 
 
+# What identifies a group of a connection's strokes: the ink's generation and canvas, and
+# each stroke's index and length (`PackedInk.generation` makes that enough).
+GroupKey = tuple[int, int, int, float, tuple[tuple[int, int], ...]]
+
+
 @dataclass(frozen=True)
 class SplitRequest:
-    """Ask for a picture's pieces and groups (the second pass) rather than its whole input."""
+    """Ask for a picture's pieces and groups (the second pass) rather than its whole input.
+
+    Groups of ink whose key is in `known` are listed without being drawn: the connection
+    already has their reading from an earlier split of the same, growing drawing.
+    """
 
     picture: Picture
+    known: frozenset[GroupKey] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -80,11 +90,13 @@ class Split:
     """A picture cut into pieces, and every group of neighbouring pieces with its input.
 
     No groups when it has more than MAX_SPLIT_PIECES pieces. Pieces carry only their boxes:
-    the server needs no more of them to choose the best grouping.
+    the server needs no more of them to choose the best grouping. For ink, `keys` holds each
+    group's key; a group the request knew has no model input.
     """
 
     pieces: tuple[Piece, ...]
     groups: tuple[Candidate, ...]
+    keys: tuple[GroupKey, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,7 +136,8 @@ def prepare(
         points, starts = _points(target)
         described = f"{len(starts)} strokes on a {target.width}x{target.height} canvas"
         if isinstance(picture, SplitRequest):
-            preprocess = partial(_split_ink, np.split(points, starts[1:]), target)
+            strokes = np.split(points, starts[1:]) if len(points) else []
+            preprocess = partial(_split_ink, strokes, target, picture.known)
         else:
             preprocess = partial(_prepare_ink, points, starts, target, include_input)
     else:
@@ -161,12 +174,27 @@ def _prepare_ink(
     return Prepared(model_input, png, box, len(ink_pieces(strokes, ink.line_width)))
 
 
-def _split_ink(strokes: list[Points], ink: PackedInk | StrokesSnapshot) -> Prepared:
+def _split_ink(
+    strokes: list[Points], ink: PackedInk | StrokesSnapshot, known: frozenset[GroupKey]
+) -> Prepared:
     pieces = ink_pieces(strokes, ink.line_width)
     if len(pieces) > MAX_SPLIT_PIECES:
         return Prepared(None, None, split=Split(_boxes_only(pieces), ()))
-    groups = candidates(pieces, strokes, canvas=(ink.width, ink.height, ink.line_width))
-    return Prepared(None, None, split=Split(_boxes_only(pieces), tuple(groups)))
+    generation = ink.generation if isinstance(ink, PackedInk) else -1
+
+    def key(group: Sequence[Piece]) -> GroupKey:
+        chosen = sorted(index for piece in group for index in piece.strokes)
+        lengths = tuple((index, len(strokes[index])) for index in chosen)
+        return (generation, ink.width, ink.height, ink.line_width, lengths)
+
+    groups = candidates(
+        pieces,
+        strokes,
+        canvas=(ink.width, ink.height, ink.line_width),
+        known=(lambda group: key(group) in known) if known else None,
+    )
+    keys = tuple(key(pieces[group.first : group.last + 1]) for group in groups)
+    return Prepared(None, None, split=Split(_boxes_only(pieces), tuple(groups), keys))
 
 
 def _split_image(image: Image.Image) -> Prepared:

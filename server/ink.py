@@ -40,6 +40,9 @@ class PackedInk:
     points: bytes
     # How many points each stroke holds, in order.
     lengths: tuple[int, ...]
+    # Changes whenever strokes already drawn change (undo, clear, a new drawing, a new
+    # canvas size): within one generation, a stroke of the same index and length is the same.
+    generation: int = 0
 
 
 class Drawing:
@@ -53,6 +56,7 @@ class Drawing:
         # Each stroke is x0, y0, x1, y1, ... as 32-bit floats.
         self._strokes: list[array[float]] = []
         self._points = 0
+        self._generation = 0
 
     @property
     def points(self) -> int:
@@ -69,9 +73,11 @@ class Drawing:
         if isinstance(edit, InkUndo):
             if self._strokes:
                 self._points -= len(self._strokes.pop()) // 2
+                self._generation += 1
         elif isinstance(edit, InkClear):
             self._strokes.clear()
             self._points = 0
+            self._generation += 1
         else:
             self._append(edit)
 
@@ -84,6 +90,7 @@ class Drawing:
         )
         self._strokes = [_pack(stroke) for stroke in snapshot.strokes]
         self._points = sum(len(stroke) for stroke in snapshot.strokes)
+        self._generation += 1
 
     def packed(self) -> PackedInk:
         """The drawing as it is now, packed for a decode process."""
@@ -93,6 +100,7 @@ class Drawing:
             self.line_width,
             b"".join(stroke.tobytes() for stroke in self._strokes),
             tuple(len(stroke) // 2 for stroke in self._strokes),
+            self._generation,
         )
 
     def _append(self, edit: InkPoints) -> None:
@@ -118,6 +126,7 @@ class Drawing:
         self._points = total
 
     def _scale(self, scale_x: float, scale_y: float) -> None:
+        self._generation += 1
         for index, stroke in enumerate(self._strokes):
             scaled = array("f", stroke)
             scaled[0::2] = array("f", (x * scale_x for x in stroke[0::2]))

@@ -89,6 +89,13 @@ class Metrics:
             "Drawings rejected as one digit and split into pieces, to be read as a number.",
             registry=self.registry,
         )
+        self.split_groups = Counter(
+            "digits_split_groups",
+            "Groups of pieces read when drawings were split: drawn and scored anew, or kept"
+            " from the connection's previous split.",
+            ["source"],
+            registry=self.registry,
+        )
         self.decode_restarts = Counter(
             "digits_decode_restarts",
             "Times the decode processes were replaced after one of them died.",

@@ -35,7 +35,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from server.batching import DecodeError, InferenceWorker, Picture
+from server.batching import DecodeError, InferenceWorker, Picture, Readings
 from server.config import Settings
 from server.costs import MESSAGE_MS, drawing_cost_ms, picture_cost_ms
 from server.images import ImageError
@@ -173,6 +173,8 @@ class Session:
             Limits(settings.max_message_bytes, settings.max_pixels, settings.max_stroke_points)
         )
         self._drawing = Drawing(settings.max_stroke_points)
+        # The model's rows for the groups of this drawing's last split (see the worker).
+        self._readings: Readings = {}
         rate = float(settings.max_messages_per_s)
         self._bucket = TokenBucket(rate, capacity=rate, now=time.monotonic())
         # A refusal less than the bucket's one-second burst after the previous one continues
@@ -405,7 +407,8 @@ class Session:
             await self._until_due()
             try:
                 prediction = await self._worker.answer(
-                    self._take, self._include_input, self._pending_cost_ms, self._spend
+                    self._take, self._include_input, self._pending_cost_ms, self._spend,
+                    self._readings,
                 )
             except ImageError as error:
                 assert self._in_flight is not None

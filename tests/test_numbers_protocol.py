@@ -19,7 +19,7 @@ from PIL import Image
 from tests.conftest import TIMEOUT_S, RunningServer
 from tests.drawing import DIGIT_PATHS, Point, draw_strokes, encode
 from tests.predictions import NOT_DIGIT_THRESHOLD, assert_number, assert_prediction_object
-from tests.test_server_ws import answer_to, connected
+from tests.test_server_ws import answer_to, connected, metric
 
 WIDTH, HEIGHT = 900, 300
 LINE_WIDTH = 16.0
@@ -238,3 +238,54 @@ def test_input_png_still_shows_the_whole_drawing(client: httpx.Client) -> None:
     assert answer["input_png"].startswith(prefix)
     seen = Image.open(io.BytesIO(base64.b64decode(answer["input_png"][len(prefix):])))
     assert seen.size == (28, 28)
+
+
+async def read_fresh(server: RunningServer, strokes: list[list[Point]], **canvas: Any) -> Any:
+    """What a new connection reads from the strokes sent at once (nothing kept from before)."""
+    async with connected(server) as (socket, _):
+        message = json.loads(strokes_message(0, strokes))
+        message.update(canvas)
+        await socket.send(json.dumps(message))
+        return (await answer_to(socket, 0))["number"]
+
+
+async def test_kept_readings_give_what_a_fresh_reading_gives(server: RunningServer) -> None:
+    """A number drawn point by point, with an undo, a redrawn stroke and a turned canvas,
+    reads exactly as the same final strokes read afresh: rows kept from earlier splits
+    are only ever the rows of the same strokes."""
+    kept = 'digits_split_groups_total\\{source="kept"\\}'
+    kept_before = await metric(server, kept)
+    strokes = number_strokes("3581")
+    async with connected(server) as (socket, _):
+        seq = -1
+        for index, points in enumerate(strokes):
+            for start in range(0, len(points), 3):
+                seq += 1
+                await socket.send(ink_message(seq, index, points[start : start + 3]))
+                answer = await answer_to(socket, seq)
+        grown = answer["number"]
+        # Undo the 1 and draw a 7 in its place: same stroke index, a different stroke.
+        seven = number_strokes("0007")[-1]
+        await socket.send(json.dumps({"type": "undo", "seq": seq + 1}))
+        await answer_to(socket, seq + 1)
+        await socket.send(ink_message(seq + 2, len(strokes) - 1, seven))
+        redrawn = (await answer_to(socket, seq + 2))["number"]
+        # The canvas turns to half its size: the ink is scaled, and read again.
+        message = json.loads(ink_message(seq + 3, len(strokes), []))
+        message.update(width=WIDTH // 2, height=HEIGHT // 2, line_width=LINE_WIDTH / 2)
+        await socket.send(json.dumps(message))
+        turned = (await answer_to(socket, seq + 3))["number"]
+    assert grown["text"] == "3581"
+    assert grown == await read_fresh(server, strokes)
+    assert redrawn["text"] == "3587"
+    assert redrawn == await read_fresh(server, [*strokes[:-1], seven])
+    assert turned["text"] == "3587"
+    half = [[(x / 2, y / 2) for x, y in stroke] for stroke in [*strokes[:-1], seven]]
+    fresh_half = await read_fresh(
+        server, half, width=WIDTH // 2, height=HEIGHT // 2, line_width=LINE_WIDTH / 2
+    )
+    assert turned["text"] == fresh_half["text"]
+    assert [x for d in turned["digits"] for x in d["box"]] == pytest.approx(
+        [x for d in fresh_half["digits"] for x in d["box"]], abs=0.2
+    )
+    assert await metric(server, kept) > kept_before, "rows of unchanged groups were kept"
