@@ -384,6 +384,9 @@ class InferenceWorker:
         assert prepared is not None
         if prepared.split is not None:
             assert request.whole is not None
+            if request.spend is not None:
+                # The connection pays what its split took, measured in the decode process.
+                request.spend(outcome.seconds * 1000.0)
             if not prepared.split.groups:
                 # Too many pieces to split, or none left after the specks: one `?`.
                 request.future.set_result(self._whole_prediction(request.whole))
@@ -477,14 +480,13 @@ class InferenceWorker:
         readings = request.readings if isinstance(picture, PackedInk) else None
         known = frozenset(readings) if readings else frozenset()
         cost_ms = split_cost_ms(ready.decode_ms, prepared.pieces or PICTURE_PIECES_GUESS)
-        if request.spend is not None:
-            request.spend(cost_ms)
         self._waiting.appendleft(
             Request(
                 lambda: SplitRequest(picture, known),
                 lambda: cost_ms,
                 include_input=False,
                 future=request.future,
+                spend=request.spend,
                 readings=readings,
                 whole=whole,
             )

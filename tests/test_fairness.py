@@ -35,6 +35,20 @@ HOSTILE_STROKES = {
 }
 
 
+# The costliest drawing to split: twenty zig-zag strokes side by side (never one digit, so
+# always split), with the limit's 20,000 points between them.
+HOSTILE_NUMBER = {
+    "type": "strokes",
+    "width": 4096,
+    "height": 4096,
+    "line_width": 40,
+    "strokes": [
+        [[200 * piece + 20 + 120 * (index % 2), 500 + 3 * index] for index in range(1000)]
+        for piece in range(20)
+    ],
+}
+
+
 async def draw_ink(socket: ClientConnection, digit: int, first_seq: int, pause_s: float) -> int:
     """Stream a digit as ink, a chunk every `pause_s`; returns the last seq sent."""
     seq = first_seq
@@ -99,6 +113,48 @@ async def test_costly_messages_are_held_to_the_connections_share(
     assert [message for message in victim if message["type"] == "error"] == []
     async with httpx.AsyncClient(timeout=TIMEOUT_S) as http:
         assert (await http.get(f"{server.http_url}/healthz")).status_code == 200
+
+
+async def test_splitting_is_paid_by_the_connection_that_asks_for_it(
+    server_factory: Callable[..., RunningServer],
+) -> None:
+    """Drawings that are split every time (twenty pieces at the point limit) are charged to
+    their sender: it is rate-limited while another connection's ink is answered without a
+    single error."""
+    server = server_factory("--rate-limit-close-after-s", "60", "--max-cost-ms-per-s", "40")
+    hostile = json.dumps({**HOSTILE_NUMBER, "seq": 0}, separators=(",", ":"))
+    refused: list[dict[str, Any]] = []
+    read: list[dict[str, Any]] = []
+
+    async def attack() -> None:
+        async with connected(server) as (socket, _):
+            for seq in range(40):
+                await socket.send(hostile.replace('"seq":0', f'"seq":{seq}', 1))
+                await asyncio.sleep(0.05)
+            async with asyncio.timeout(3 * TIMEOUT_S):
+                async for text in socket:
+                    message = json.loads(text)
+                    (refused if message["type"] == "error" else read).append(message)
+                    if refused and read:
+                        break
+
+    async def draw() -> list[dict[str, Any]]:
+        async with connected(server) as (socket, _):
+            answers: list[dict[str, Any]] = []
+            seq = 0
+            for digit in (7, 1, 4, 7):
+                last = await draw_ink(socket, digit, seq, pause_s=0.05)
+                answers += await until_seq(socket, last)
+                await socket.send(json.dumps({"type": "clear", "seq": last + 1}))
+                answers += await until_seq(socket, last + 1)
+                seq = last + 2
+            return answers
+
+    _, victim = await asyncio.gather(attack(), draw())
+    assert await metric(server, "digits_splits_total") >= 1, "the hostile drawing was split"
+    assert read and read[0]["digit"] is None and read[0]["number"]["text"]
+    assert {message["code"] for message in refused} == {"rate_limited"}
+    assert [message for message in victim if message["type"] == "error"] == []
 
 
 async def test_persistent_costly_client_is_closed_with_1008(
