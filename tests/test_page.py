@@ -1,12 +1,12 @@
 """The page in real headless Chromium against a real server.
 
 Drawing with a mouse and with a finger on an emulated phone (live answers under the pen, the
-drawn digit at the end, no scrolling), the ink on the wire (PROTOCOL.md, "v2 additions: Ink":
-`ink` messages with only the new points, `undo`, `clear`, the whole drawing as `strokes` after
-a reconnect, new canvas sizes after the phone turns round), upload, drag-and-drop, saved
-strokes, the empty state, and the HTTP fallback when the WebSocket cannot connect. After each
-test, every connection's messages are replayed as the server would apply them and checked
-against the protocol.
+drawn digit at the end, no scrolling), a pad as wide as the window, the ink on the wire
+(PROTOCOL.md, "v2 additions: Ink": `ink` messages with only the new points, `undo`, `clear`,
+the whole drawing as `strokes` after a reconnect, new canvas sizes after the phone turns
+round), upload, drag-and-drop, saved strokes, the empty state, and the HTTP fallback when the
+WebSocket cannot connect. After each test, every connection's messages are replayed as the
+server would apply them and checked against the protocol.
 
 The test run saves a screenshot of the page after drawing a 7 to a temporary folder, so the
 committed `docs/screenshot.png` stays as it is; to refresh that one, run with
@@ -74,6 +74,8 @@ STEP_PAUSE_MS = 12
 REST_MS = 150
 # The page rounds ink to 0.1 px on the wire and saves strokes to 0.01 px.
 WIRE_TOLERANCE_PX = 0.06
+# The page's pen is this fraction of the pad's shorter side.
+LINE_WIDTH_FRACTION = 1 / 28
 DRAWING_MESSAGES = {"ink", "strokes", "undo", "clear"}
 INK_KEYS = {"type", "seq", "width", "height", "line_width", "stroke", "points"}
 STROKES_KEYS = {"type", "seq", "width", "height", "line_width", "strokes"}
@@ -83,7 +85,8 @@ SOCKET_URL = re.compile(r"/ws\?")
 Point = tuple[float, float]
 
 
-# Digits as a person draws them, in fractions of the canvas, one stroke each.
+# Digits as a person draws them, in fractions of the square in the middle of the canvas (see
+# `canvas_point`), one stroke each.
 
 def polyline(*vertices: Point) -> list[Point]:
     """The vertices joined by straight lines, sampled every STEP_FRACTION."""
@@ -189,7 +192,9 @@ def replay(messages: list[dict[str, Any]]) -> Ink:
             width, height = message["width"], message["height"]
             assert isinstance(width, int) and isinstance(height, int), message
             assert 1 <= width <= 4096 and 1 <= height <= 4096, message
-            assert message["line_width"] == pytest.approx(width / 14, abs=0.01), message
+            assert message["line_width"] == pytest.approx(pen_width(width, height), abs=0.01), (
+                message
+            )
         if kind == "ink":
             count = len(ink.strokes)
             assert message["stroke"] in (count - 1, count) and message["stroke"] >= 0, (
@@ -211,6 +216,11 @@ def replay(messages: list[dict[str, Any]]) -> Ink:
             assert set(message) == {"type", "seq"}, message
             ink.strokes = ink.strokes[:-1] if kind == "undo" else []
     return ink
+
+
+def pen_width(width: float, height: float) -> float:
+    """The page's pen on a pad of this size, in CSS pixels."""
+    return min(width, height) * LINE_WIDTH_FRACTION
 
 
 def wire_points(points: list[list[float]]) -> list[Point]:
@@ -388,18 +398,36 @@ def refused(browser: Browser, server: RunningServer) -> Iterator[Watch]:
 
 # Drawing.
 
-def canvas_point(page: Page, fraction: Point) -> Point:
-    """Viewport coordinates of a point given in fractions of the drawing canvas."""
+def canvas_point(page: Page, fraction: Point, whole: bool = False) -> Point:
+    """Viewport coordinates of a point given in fractions of the square in the middle of the
+    drawing canvas (its side the canvas's shorter side), or of the `whole` canvas.
+
+    The canvas is as wide as the window: a digit drawn in fractions of the whole of it would
+    be three times wider than tall on a desktop, unlike anyone's.
+    """
     box = page.locator("canvas[data-role=pad]").bounding_box()
     assert box is not None
-    return box["x"] + fraction[0] * box["width"], box["y"] + fraction[1] * box["height"]
+    if whole:
+        return box["x"] + fraction[0] * box["width"], box["y"] + fraction[1] * box["height"]
+    side = min(box["width"], box["height"])
+    left = box["x"] + (box["width"] - side) / 2
+    top = box["y"] + (box["height"] - side) / 2
+    return left + fraction[0] * side, top + fraction[1] * side
 
 
-def mouse_stroke(page: Page, points: list[Point], before_up: Callable[[], None]) -> None:
+def bring_pad_into_view(page: Page) -> None:
+    """Scroll the whole pad into view if it is not (a button pressed below it may scroll)."""
+    page.locator("canvas[data-role=pad]").scroll_into_view_if_needed()
+
+
+def mouse_stroke(
+    page: Page, points: list[Point], before_up: Callable[[], None], whole: bool = False
+) -> None:
     """Draw one stroke with the mouse; call before_up while the button is still down."""
-    page.mouse.move(*canvas_point(page, points[0]))
+    bring_pad_into_view(page)
+    page.mouse.move(*canvas_point(page, points[0], whole))
     page.mouse.down()
-    move_through(page, points[1:])
+    move_through(page, points[1:], whole)
     before_up()
     page.mouse.up()
 
@@ -411,21 +439,24 @@ def canvas_size(page: Page) -> tuple[int, int]:
     return round(box["width"]), round(box["height"])
 
 
-def move_through(page: Page, points: list[Point]) -> None:
+def move_through(page: Page, points: list[Point], whole: bool = False) -> None:
     """Move the mouse through these points, at a person's pace."""
     for point in points:
-        page.mouse.move(*canvas_point(page, point))
+        page.mouse.move(*canvas_point(page, point, whole))
         page.wait_for_timeout(STEP_PAUSE_MS)
 
 
-def touch_stroke(page: Page, points: list[Point], before_up: Callable[[], None]) -> None:
+def touch_stroke(
+    page: Page, points: list[Point], before_up: Callable[[], None], whole: bool = False
+) -> None:
     """Draw one stroke with a finger (real touch events through the DevTools protocol)."""
+    bring_pad_into_view(page)
     session = page.context.new_cdp_session(page)
 
     def touch(kind: str, point: Point | None) -> None:
         touch_points = []
         if point is not None:
-            x, y = canvas_point(page, point)
+            x, y = canvas_point(page, point, whole)
             touch_points = [{"x": x, "y": y, "id": 1, "radiusX": 6, "radiusY": 6, "force": 0.5}]
         session.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": touch_points})
 
@@ -539,10 +570,13 @@ def saved_strokes(page: Page) -> dict[str, Any]:
     return saved
 
 
-def expect_ink_is_the_drawing(page: Page, *connections: Connection) -> None:
+def expect_ink_is_the_drawing(
+    page: Page, *connections: Connection, tolerance_px: float = WIRE_TOLERANCE_PX
+) -> None:
     """The ink these connections' messages leave on the server is exactly what the pad holds.
 
     Every point drawn reaches the server once, in order: none lost, none sent twice.
+    `tolerance_px`: the wire's rounding, grown by any resize that scaled the ink up.
     """
     saved = saved_strokes(page)
     ink = replay([message for connection in connections for message in connection.sent])
@@ -551,7 +585,7 @@ def expect_ink_is_the_drawing(page: Page, *connections: Connection) -> None:
     assert [len(stroke) for stroke in ink.strokes] == [len(s) for s in saved["strokes"]]
     for sent, drawn in zip(ink.strokes, saved["strokes"], strict=True):
         for (x, y), (drawn_x, drawn_y, _) in zip(sent, drawn, strict=True):
-            assert abs(x - drawn_x) <= WIRE_TOLERANCE_PX and abs(y - drawn_y) <= WIRE_TOLERANCE_PX
+            assert abs(x - drawn_x) <= tolerance_px and abs(y - drawn_y) <= tolerance_px
 
 
 def expect_answer(page: Page, digit: str) -> None:
@@ -571,7 +605,7 @@ def expect_empty(page: Page) -> None:
     """The page shows the calm empty state: an invitation, no guess, no bars."""
     answer = page.locator("[data-role=answer]")
     expect(answer).to_have_attribute("data-state", "empty")
-    expect(page.get_by_text("Draw a digit", exact=True)).to_be_visible()
+    expect(page.get_by_text("Draw a digit or a number", exact=True)).to_be_visible()
     expect(page.locator("[data-role=digit]")).to_be_hidden()
     expect(page.locator("[data-role=announcer]")).to_have_text("")
     expect(page.locator("[data-role=bars] li.winner")).to_have_count(0)
@@ -651,6 +685,10 @@ def test_the_page_starts_empty_and_fits_a_phone(phone: Watch) -> None:
     page = phone.page
     expect_empty(page)
     assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
+    # The pad is as wide as the phone allows, and square as before numbers.
+    width, height = canvas_size(page)
+    assert width >= page.viewport_size["width"] - 32
+    assert abs(width - height) <= 1
     canvases = page.locator("canvas").evaluate_all(
         "all => all.map(c => c.getBoundingClientRect().width * c.getBoundingClientRect().height)"
     )
@@ -673,11 +711,30 @@ def test_the_page_starts_empty_and_fits_a_phone(phone: Watch) -> None:
         )
 
 
+def test_the_pad_is_as_wide_as_a_desktop_window(desktop: Watch) -> None:
+    """On a desktop the pad spans the window, no shorter than the square pad was (440 px)."""
+    page = desktop.page
+    width, height = canvas_size(page)
+    assert width >= DESKTOP_VIEWPORT["width"] - 32
+    assert height >= 440
+    box = page.locator("canvas[data-role=pad]").bounding_box()
+    assert box is not None and box["y"] >= 0
+    # The pad and its toolbar fit the window, so a whole drawing can be made without scrolling.
+    toolbar = page.locator(".toolbar").bounding_box()
+    assert toolbar is not None
+    assert toolbar["y"] + toolbar["height"] <= DESKTOP_VIEWPORT["height"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= DESKTOP_VIEWPORT["width"]
+
+
 def test_turning_the_phone_round_sends_the_new_canvas_size(phone: Watch) -> None:
-    """After the canvas changes size, the next ink names the new size and the digit still reads."""
+    """After the canvas changes size, the next ink names the new size and the digit still reads.
+
+    The ink already drawn is scaled by each side's own factor (PROTOCOL.md), so the 7 is
+    drawn in fractions of the whole canvas: its bar keeps its place in them on the wider pad.
+    """
     page = phone.page
     expect(page.locator("[data-role=status]")).to_have_attribute("data-state", "live")
-    touch_stroke(page, polyline((0.3, 0.25), (0.7, 0.25)), lambda: None)
+    touch_stroke(page, polyline((0.4, 0.25), (0.6, 0.25)), lambda: None, whole=True)
     settle(phone)
     connection = phone.connection
     before = connection.sent[-1]
@@ -687,17 +744,20 @@ def test_turning_the_phone_round_sends_the_new_canvas_size(phone: Watch) -> None
 
     page.set_viewport_size({"width": portrait["height"], "height": portrait["width"]})
     wait_until(page, lambda: canvas_size(page) != (before["width"], before["height"]), "a resize")
-    touch_stroke(page, polyline((0.7, 0.25), (0.56, 0.5), (0.45, 0.8)), lambda: None)
+    touch_stroke(page, polyline((0.6, 0.25), (0.56, 0.5), (0.52, 0.85)), lambda: None, whole=True)
     settle(phone)
 
     after = connection.sent[sent]
     assert after["type"] == "ink" and after["stroke"] == 1, after
     assert (after["width"], after["height"]) == canvas_size(page)
-    assert after["width"] < before["width"]
+    # Turned round, the pad is wider and less tall, and the pen follows the shorter side.
+    assert after["width"] > before["width"] and after["height"] < before["height"]
     assert after["line_width"] < before["line_width"]
     assert connection.predictions[-1]["digit"] == 7, connection.predictions[-1]["probabilities"]
     expect_answer(page, "7")
-    expect_ink_is_the_drawing(page, connection)
+    # The bar was rounded on the wire at the portrait size, then scaled up.
+    growth = max(after["width"] / before["width"], after["height"] / before["height"])
+    expect_ink_is_the_drawing(page, connection, tolerance_px=WIRE_TOLERANCE_PX * growth)
 
 
 def test_undo_sends_undo_and_the_answer_goes_back(desktop: Watch) -> None:
@@ -809,7 +869,9 @@ def test_save_strokes_downloads_them_as_json(desktop: Watch) -> None:
     assert box is not None
     assert recording["width"] == round(box["width"])
     assert recording["height"] == round(box["height"])
-    assert recording["line_width"] == pytest.approx(recording["width"] / 14, abs=0.01)
+    assert recording["line_width"] == pytest.approx(
+        pen_width(recording["width"], recording["height"]), abs=0.01
+    )
     assert len(recording["strokes"]) == 2
     for stroke in recording["strokes"]:
         assert len(stroke) >= 10

@@ -13,9 +13,13 @@
 
 const INK = "#000";
 const PAPER = "#fff";
-// MNIST strokes are about a tenth of the digit's height; a fourteenth of the canvas width
-// gives that for a digit drawn over two thirds of the canvas.
-const LINE_WIDTH_FRACTION = 1 / 14;
+// The pen follows the pad's shorter side (its height, the pad being as wide as the window),
+// never its width: a fourteenth of an 800-px-wide pad would be a 55-px brush. A 28th is
+// thin for one digit drawn over two thirds of the height (the server widens a thin pen to
+// MNIST's tenth of the digit's size), and thin enough for the smaller digits of a number,
+// whose strokes would otherwise run together: with tests/drawing.py's pen paths, 314159
+// across a phone's 388-px pad reads right with a 28th, and not with a 14th or a 20th.
+const LINE_WIDTH_FRACTION = 1 / 28;
 
 export class DrawingPad extends EventTarget {
   /**
@@ -55,7 +59,7 @@ export class DrawingPad extends EventTarget {
   }
 
   get lineWidth() {
-    return this.width * LINE_WIDTH_FRACTION;
+    return Math.min(this.width, this.height) * LINE_WIDTH_FRACTION;
   }
 
   get isEmpty() {

@@ -15,7 +15,11 @@
  *   `data-action`: `wrong` opens it, `correct-as` (with `data-label`: a digit or "not_digit")
  *   sends that label, the form sends the typed number (digits only, up to 32), `cancel` and
  *   Escape close it and give focus back to "Wrong?". The status line (`role="status"`) says
- *   "Thanks", that the correction waits, or why it was refused.
+ *   "Thanks", that the correction waits, or why it was refused. What it offers follows the
+ *   answer (`data-answer` on the control): for a number, the field for the typed number (the
+ *   label is its digits) has the focus when the control opens; under "this does not look
+ *   like a digit" (no digit read at all) there is no "Not a digit" to choose, since that is
+ *   what the page said.
  *
  * A correction carries the drawing's ink as the wire carries it, or the uploaded picture as
  * a data URL, with the answer the person saw (without its `input_png`) and the model version.
@@ -230,6 +234,7 @@ export class CorrectionPanel {
     this.toggle = root.querySelector("[data-action=wrong]");
     this.form = root.querySelector("[data-role=correction-form]");
     this.number = root.querySelector("[data-role=correction-number]");
+    this.notDigit = root.querySelector("[data-action=correct-as][data-label=not_digit]");
     this.status = root.querySelector("[data-role=correction-status]");
     /** What the person would correct: {answer, modelVersion, ink} or {..., file}. */
     this.subject = null;
@@ -278,6 +283,9 @@ export class CorrectionPanel {
     // The same drawing answered again (after a reconnect) is not corrected twice.
     if (this.chosen) return;
     this.subject = { ...subject, answer: compactAnswer(subject.answer) };
+    const kind = answerKind(subject.answer);
+    this.root.dataset.answer = kind;
+    this.notDigit.hidden = kind === "rejected";
     this.close({ focus: false });
     this.toggle.hidden = false;
     this.say("", "");
@@ -302,7 +310,10 @@ export class CorrectionPanel {
     this.number.value = "";
     this.number.removeAttribute("aria-invalid");
     this.say("", "");
-    this.form.querySelector("button").focus();
+    // A number is corrected by typing it; one digit, or what was no digit, by a button.
+    const kind = this.root.dataset.answer;
+    if (kind === "number" || kind === "partly") this.number.focus();
+    else this.form.querySelector("button").focus();
   }
 
   close({ focus = true } = {}) {
@@ -387,6 +398,17 @@ async function correctionBody(subject, label, queue) {
   const version = subject.modelVersion ?? (await queue.fetchModelVersion());
   if (version !== null) body.model_version = version;
   return body;
+}
+
+/**
+ * "digit", "number", "partly" (a number with a `?` among its digits) or "rejected" (no digit
+ * read at all: "?", "??").
+ */
+function answerKind(prediction) {
+  if (prediction.digit !== null && prediction.digit !== undefined) return "digit";
+  const text = prediction.number?.text || "?";
+  if (/^\?+$/.test(text)) return "rejected";
+  return text.includes("?") ? "partly" : "number";
 }
 
 function describe(label) {

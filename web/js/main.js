@@ -1,6 +1,6 @@
 /**
- * Wires the page together: the drawing pad, the connection, the answer panel and the
- * "Wrong?" control that corrects an answer.
+ * Wires the page together: the drawing pad, the connection, the answer panel, the outlines of
+ * the pieces read on the pad, and the "Wrong?" control that corrects an answer.
  *
  * Owns the page-wide tickets that order answers; how an edit reaches the server (ink messages
  * while the socket is open, the whole drawing once after each (re)connect or a refusal, a PNG
@@ -8,13 +8,16 @@
  * `data-action`: undo, clear, save-strokes), the document-level keys (Escape clears,
  * Ctrl/Cmd+Z undoes, whatever has focus), the file input and drag-and-drop uploads, and the
  * connection status line; which answers can be corrected (the shown, finished answer to the
- * latest drawing or upload) and what a correction of one carries (the ink, or the file).
+ * latest drawing or upload) and what a correction of one carries (the ink, or the file);
+ * which pieces are outlined on the pad (those of the answer to the drawing, never an
+ * upload's, whose boxes are in the uploaded picture's pixels).
  */
 
 import { DrawingPad } from "./canvas.js";
 import { CorrectionPanel, CorrectionQueue } from "./corrections.js";
 import { PredictionDisplay } from "./display.js";
 import { InkSync } from "./ink.js";
+import { PieceOverlay } from "./overlay.js";
 import { PredictionSocket } from "./socket.js";
 
 const STATUS_TEXT = {
@@ -29,6 +32,7 @@ const RESYNC_MS = 100;
 function start() {
   const pad = new DrawingPad(document.querySelector("[data-role=pad]"));
   const display = new PredictionDisplay(document.querySelector("[data-role=answer]"));
+  const overlay = new PieceOverlay(document.querySelector("[data-role=pieces]"));
   const socket = new PredictionSocket();
   const corrections = new CorrectionQueue();
   const correction = new CorrectionPanel(
@@ -73,6 +77,12 @@ function start() {
   pad.addEventListener("change", () => {
     updateButtons();
     correction.withdraw();
+  });
+
+  display.addEventListener("pieces", (event) => {
+    const { ticket, pieces, selected } = event.detail;
+    if (ticket === upload.ticket) overlay.clear();
+    else overlay.show(pieces, selected, { width: pad.width, height: pad.height });
   });
 
   socket.addEventListener("prediction", (event) => {
