@@ -23,8 +23,8 @@ test: system-packages $(STAMP)  ## Lint, type-check and run the whole test suite
 	$(PY) -m mypy
 	$(PY) -m pytest
 
-train: $(STAMP)  ## Train the CNN and write every file of model/
-	$(PY) -m train
+train: $(STAMP)  ## Train the served CNN (ten digits and "not a digit") and write every file of model/
+	$(PY) -m train --not-digit
 
 bench: $(STAMP)  ## Replay the page's recorded traffic against the server: load, saturation, attacks, corrections
 	$(PY) -m bench
