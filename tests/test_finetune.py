@@ -1,13 +1,19 @@
-"""The learning loop of corrections: a hand the model reads wrong, corrected, then learned.
+"""The learning loop of corrections: hands the model reads wrong, corrected, then learned.
 
-The hand is a boxy 6: a flat cap and square corners, as people write it who learnt digits
-from displays and forms. The committed model reads nearly all of them as a 5 (MNIST has no
-such 6). About 300 of them are stored as corrections in a SQLite store (one in ten as a
-picture), `train.finetune` fine-tunes on them, and the new version reads fresh ones right
-while MNIST test stays above its guard.
+Two lessons at once, as people give them on the page:
+- a boxy 6: a flat cap and square corners, as people write it who learnt digits from
+  displays and forms. The committed model reads nearly all of them as a 5 (MNIST has no
+  such 6); about 300 are stored corrected to "6" (one in ten as a picture of the canvas);
+- a Cyrillic Я, written square like the 6: the mirror image of an R, which the model
+  rejects, but Я itself it reads as a 9 and never rejects; about 150 are stored corrected
+  to "not_digit", which trains the model's "not a digit" output.
+A few numbers ("2026") are stored too, and skipped: the model reads one digit a picture.
+`train.finetune` fine-tunes on them, and the new version reads fresh boxy 6s as 6 and
+rejects fresh Я, while MNIST test, false rejection and the non-digits stay within the guard.
 
-(A 1 with a long flag was tried first: the model reads two in three as a 7, but learning it
-costs 4-8 MNIST 7s, and MNIST test ended at 99.41 %, a single image above the guard.)
+(A 1 with a long flag was tried first: the ten-output model read two in three as a 7, but
+learning it cost 4-8 MNIST 7s, and MNIST test ended at 99.41 %, a single image above the
+guard.)
 """
 
 from __future__ import annotations
@@ -33,26 +39,41 @@ import pytest
 from numpy.typing import NDArray
 
 from corrections.store import Correction, CorrectionStore, StoredCorrection, migrate
-from model import MODEL_PATH
+from model import METRICS_PATH, MODEL_PATH
+from model.architecture import NOT_DIGIT
 from model.strokes import strokes_to_model_input
 from tests.conftest import TIMEOUT_S, start_server
-from tests.drawing import Strokes, draw_strokes, encode, pen_path
+from tests.drawing import Point, Strokes, draw_strokes, encode, pen_path
+from tests.test_architecture import is_inference_only
 from train import finetune
 
-# The boxy 6's pen path in a unit box, in one stroke: the cap leftwards, down the left side,
-# along the bottom, up the right side to the middle, and the middle bar back to the left.
-BOXY_SIX = [(0.8, 0.05), (0.2, 0.05), (0.2, 0.95), (0.8, 0.95), (0.8, 0.5), (0.2, 0.5)]
+# Pen paths in a unit box (x right, y down).
+# The boxy 6, in one stroke: the cap leftwards, down the left side, along the bottom, up the
+# right side to the middle, and the middle bar back to the left.
+BOXY_SIX = [[(0.8, 0.05), (0.2, 0.05), (0.2, 0.95), (0.8, 0.95), (0.8, 0.5), (0.2, 0.5)]]
 RIGHT, READ_WRONG_AS = 6, 5
+# Я: up the stem on the right, the bowl round to the left and back to the stem, then the leg
+# from the bowl down to the left.
+CYRILLIC_YA = [
+    [(0.8, 0.95), (0.8, 0.05), (0.3, 0.05), (0.15, 0.18), (0.15, 0.37), (0.3, 0.5), (0.8, 0.5)],
+    [(0.45, 0.5), (0.15, 0.95)],
+]
+YA_READ_AS = 9
 # Canvas sizes the page has in CSS pixels on a desktop and on a phone.
 CANVASES = [(440, 440), (388, 388)]
 # The page's pen is a fourteenth of the canvas's width.
 LINE_WIDTH_FRACTION = 1 / 14
 CORRECTIONS = 300
+NOT_DIGIT_CORRECTIONS = 150
+NUMBERS = 3
 FRESH_DRAWINGS = 400
+THRESHOLD = float(json.loads(METRICS_PATH.read_text())["not_digit_threshold"])
 
 
-def boxy_six(generator: random.Random, canvas: tuple[int, int]) -> Strokes:
-    """A boxy 6 as a person draws it on a canvas: sized, slanted, placed, shaky."""
+def hand_drawn(
+    template: Sequence[Sequence[Point]], generator: random.Random, canvas: tuple[int, int]
+) -> Strokes:
+    """A template as a person draws it on a canvas: sized, slanted, placed, shaky."""
     width, height = canvas
     size = generator.uniform(0.35, 0.85) * min(width, height)
     slant = generator.uniform(-0.15, 0.15)
@@ -61,27 +82,29 @@ def boxy_six(generator: random.Random, canvas: tuple[int, int]) -> Strokes:
     left = generator.uniform(0.02 * width, width - 1.02 * size)
     top = generator.uniform(0.02 * height, height - 1.02 * size)
     tremor = generator.uniform(0.0, 0.006) * size
-    corners = [
-        (x + generator.gauss(0, 0.025), y + generator.gauss(0, 0.025)) for x, y in BOXY_SIX
-    ]
-    unit: list[tuple[float, float]] = []
-    for (x0, y0), (x1, y1) in itertools.pairwise(corners):
-        steps = max(2, round(150 * math.dist((x0, y0), (x1, y1))))
-        unit += [
-            (x0 + (x1 - x0) * step / steps, y0 + (y1 - y0) * step / steps) for step in range(steps)
-        ]
-    unit.append(corners[-1])
-    stroke = []
-    for x, y in unit:
-        x, y = (x - 0.5) * aspect - slant * (y - 0.5), y - 0.5
-        x, y = x * math.cos(turn) - y * math.sin(turn), x * math.sin(turn) + y * math.cos(turn)
-        stroke.append(
-            (
-                left + size * (0.5 + x) + generator.gauss(0.0, tremor),
-                top + size * (0.5 + y) + generator.gauss(0.0, tremor),
+    strokes: Strokes = []
+    for path in template:
+        corners = [(x + generator.gauss(0, 0.025), y + generator.gauss(0, 0.025)) for x, y in path]
+        unit: list[Point] = []
+        for (x0, y0), (x1, y1) in itertools.pairwise(corners):
+            steps = max(2, round(150 * math.dist((x0, y0), (x1, y1))))
+            unit += [
+                (x0 + (x1 - x0) * step / steps, y0 + (y1 - y0) * step / steps)
+                for step in range(steps)
+            ]
+        unit.append(corners[-1])
+        stroke = []
+        for x, y in unit:
+            x, y = (x - 0.5) * aspect - slant * (y - 0.5), y - 0.5
+            x, y = x * math.cos(turn) - y * math.sin(turn), x * math.sin(turn) + y * math.cos(turn)
+            stroke.append(
+                (
+                    left + size * (0.5 + x) + generator.gauss(0.0, tremor),
+                    top + size * (0.5 + y) + generator.gauss(0.0, tremor),
+                )
             )
-        )
-    return [stroke]
+        strokes.append(stroke)
+    return strokes
 
 
 def ink(strokes: Strokes, canvas: tuple[int, int], line_width: float) -> dict[str, Any]:
@@ -100,34 +123,59 @@ def line_width(generator: random.Random, canvas: tuple[int, int]) -> float:
     return canvas[0] * LINE_WIDTH_FRACTION * generator.uniform(0.85, 1.15)
 
 
-def boxy_sixes(seed: int, count: int) -> list[dict[str, Any]]:
-    """`count` boxy 6s as ink, on the page's canvas sizes."""
+def drawings(template: Sequence[Sequence[Point]], seed: int, count: int) -> list[dict[str, Any]]:
+    """`count` hand-drawn copies of a template as ink, on the page's canvas sizes."""
     generator = random.Random(seed)
-    drawings = []
+    drawn = []
     for _ in range(count):
         canvas = generator.choice(CANVASES)
-        drawings.append(ink(boxy_six(generator, canvas), canvas, line_width(generator, canvas)))
-    return drawings
+        strokes = hand_drawn(template, generator, canvas)
+        drawn.append(ink(strokes, canvas, line_width(generator, canvas)))
+    return drawn
 
 
-def model_inputs(drawings: Sequence[dict[str, Any]]) -> NDArray[np.float32]:
+def ordinary_digits(digit: int, seed: int, count: int) -> list[dict[str, Any]]:
+    """`count` ordinary drawings of a digit as ink, on the page's canvas sizes."""
+    generator = random.Random(seed)
+    drawn = []
+    for _ in range(count):
+        canvas = generator.choice(CANVASES)
+        strokes = pen_path(digit, generator, canvas)
+        drawn.append(ink(strokes, canvas, line_width(generator, canvas)))
+    return drawn
+
+
+def model_inputs(drawn: Sequence[dict[str, Any]]) -> NDArray[np.float32]:
     """The model inputs the server makes of ink drawings."""
-    inputs = [
-        strokes_to_model_input(
+    inputs = []
+    for drawing in drawn:
+        model_input = strokes_to_model_input(
             drawing["strokes"], drawing["width"], drawing["height"], drawing["line_width"]
         )
-        for drawing in drawings
-    ]
-    assert all(model_input is not None for model_input in inputs)
+        assert model_input is not None
+        inputs.append(model_input)
     return np.stack(inputs)[..., None]
 
 
 def read_as(model_path: Path, inputs: NDArray[np.float32]) -> NDArray[np.int64]:
-    """The digits a saved model reads in the inputs."""
+    """What a saved model answers for the inputs at its threshold: NOT_DIGIT when its
+    "not a digit" output reaches the threshold beside it, else the likeliest digit."""
     import keras
 
     model = keras.saving.load_model(model_path, compile=False)
-    return np.asarray(model.predict(inputs, batch_size=500, verbose=0).argmax(axis=1))
+    threshold = json.loads(model_path.with_name("metrics.json").read_text())["not_digit_threshold"]
+    probabilities = model.predict(inputs, batch_size=500, verbose=0)
+    digits = probabilities[:, :NOT_DIGIT].argmax(axis=1)
+    return np.where(probabilities[:, NOT_DIGIT] >= threshold, NOT_DIGIT, digits)
+
+
+def shares(answers: NDArray[np.int64]) -> str:
+    """How often each answer was given, for the printout."""
+    counts = np.bincount(answers, minlength=NOT_DIGIT + 1) / len(answers)
+    names = [*map(str, range(NOT_DIGIT)), "not a digit"]
+    return ", ".join(
+        f"{name} {share:.1%}" for name, share in zip(names, counts, strict=True) if share
+    )
 
 
 def store(database_url: str, corrections: Sequence[Correction]) -> None:
@@ -145,19 +193,27 @@ def store(database_url: str, corrections: Sequence[Correction]) -> None:
     asyncio.run(add_all())
 
 
-def boxy_corrections(seed: int, count: int) -> list[Correction]:
-    """Boxy 6s corrected to "6", most as ink, one in ten as a picture of the canvas."""
+def corrections_of(
+    template: Sequence[Sequence[Point]], label: str, read_wrong_as: int, seed: int, count: int
+) -> list[Correction]:
+    """Hand-drawn copies of a template corrected to `label`, most as ink, one in ten as a
+    picture of the canvas."""
     corrections = []
-    for index, drawing in enumerate(boxy_sixes(seed, count)):
-        answer = {"digit": READ_WRONG_AS}
+    answer = {"digit": read_wrong_as}
+    for index, drawing in enumerate(drawings(template, seed, count)):
         if index % 10 == 9:
             picture = draw_strokes(
                 drawing["strokes"], drawing["width"], drawing["height"], drawing["line_width"], 2
             )
-            corrections.append(Correction(label=str(RIGHT), image=encode(picture), answer=answer))
+            corrections.append(Correction(label=label, image=encode(picture), answer=answer))
         else:
-            corrections.append(Correction(label=str(RIGHT), ink=drawing, answer=answer))
+            corrections.append(Correction(label=label, ink=drawing, answer=answer))
     return corrections
+
+
+def boxy_corrections(seed: int, count: int) -> list[Correction]:
+    """Boxy 6s corrected to "6"."""
+    return corrections_of(BOXY_SIX, str(RIGHT), READ_WRONG_AS, seed, count)
 
 
 @dataclass(frozen=True)
@@ -171,18 +227,25 @@ class Run:
 
 @pytest.fixture(scope="module")
 def corrections_database(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A SQLite store of about 300 boxy-6 corrections, plus numbers and "not a digit"."""
+    """A SQLite store of 300 boxy 6s corrected to "6", 150 Я corrected to "not_digit", and
+    three numbers."""
     folder = tmp_path_factory.mktemp("corrections")
     database_url = f"sqlite:///{folder}/corrections.sqlite3"
     generator = random.Random(5)
-    others = [
-        Correction(label="not_digit", ink=ink(pen_path(8, generator, (440, 440)), (440, 440), 31.4))
-        for _ in range(4)
-    ] + [
+    numbers = [
         Correction(label="2026", ink=ink(pen_path(2, generator, (388, 388)), (388, 388), 27.7))
-        for _ in range(3)
+        for _ in range(NUMBERS)
     ]
-    store(database_url, [*boxy_corrections(seed=1, count=CORRECTIONS), *others])
+    store(
+        database_url,
+        [
+            *boxy_corrections(seed=1, count=CORRECTIONS),
+            *corrections_of(
+                CYRILLIC_YA, "not_digit", YA_READ_AS, seed=7, count=NOT_DIGIT_CORRECTIONS
+            ),
+            *numbers,
+        ],
+    )
     return database_url
 
 
@@ -193,61 +256,92 @@ def finetuned(corrections_database: str, tmp_path_factory: pytest.TempPathFactor
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
         status = finetune.main(["--database-url", corrections_database, "--output", str(output)])
+    print(printed.getvalue())
     return Run(status, output, printed.getvalue())
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(30 * TIMEOUT_S)
-def test_the_committed_model_reads_boxy_sixes_wrong() -> None:
-    """The committed model reads fewer than half of the boxy 6s as a 6: a hand to learn."""
-    predicted = read_as(MODEL_PATH, model_inputs(boxy_sixes(seed=2, count=FRESH_DRAWINGS)))
-    assert np.mean(predicted == RIGHT) < 0.5
-    assert np.mean(predicted == READ_WRONG_AS) > 0.4
+@pytest.fixture(scope="module")
+def fresh() -> dict[str, NDArray[np.float32]]:
+    """Fresh drawings, never stored: boxy 6s, Я, and ordinary 5s, 6s and 9s."""
+    return {
+        "boxy 6": model_inputs(drawings(BOXY_SIX, seed=2, count=FRESH_DRAWINGS)),
+        "Я": model_inputs(drawings(CYRILLIC_YA, seed=8, count=FRESH_DRAWINGS)),
+        **{
+            str(digit): model_inputs(ordinary_digits(digit, seed=3 + digit, count=200))
+            for digit in (READ_WRONG_AS, RIGHT, YA_READ_AS)
+        },
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(30 * TIMEOUT_S)
-def test_fine_tuning_learns_the_boxy_six(finetuned: Run) -> None:
-    """The new version reads fresh boxy 6s right (>= 95 %), and ordinary 5s and 6s still."""
+def test_the_committed_model_misreads_both_hands(fresh: dict[str, NDArray[np.float32]]) -> None:
+    """The committed model reads fewer than half of the boxy 6s as a 6 (most as a 5), and
+    rejects fewer than a tenth of the Я (most it reads as a 9): two hands to learn."""
+    boxy = read_as(MODEL_PATH, fresh["boxy 6"])
+    ya = read_as(MODEL_PATH, fresh["Я"])
+    print(f"committed model: boxy 6s read as {shares(boxy)}; Я read as {shares(ya)}")
+    assert np.mean(boxy == RIGHT) < 0.5
+    assert np.mean(boxy == READ_WRONG_AS) > 0.4
+    assert np.mean(ya == NOT_DIGIT) < 0.1
+    assert np.mean(ya == YA_READ_AS) > 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(30 * TIMEOUT_S)
+def test_fine_tuning_learns_both_hands(
+    finetuned: Run, fresh: dict[str, NDArray[np.float32]]
+) -> None:
+    """The new version reads fresh boxy 6s as 6 (>= 95 %) and rejects fresh Я (>= 90 %), and
+    reads ordinary 5s, 6s and 9s as well as before (or >= 95 %)."""
     assert finetuned.status == 0, finetuned.printed
     new_model = finetuned.output / "digits.keras"
-    fresh = model_inputs(boxy_sixes(seed=2, count=FRESH_DRAWINGS))
-    assert np.mean(read_as(new_model, fresh) == RIGHT) >= 0.95
-    generator = random.Random(3)
-    for digit in (READ_WRONG_AS, RIGHT):
-        ordinary = []
-        for _ in range(200):
-            canvas = generator.choice(CANVASES)
-            strokes = pen_path(digit, generator, canvas)
-            ordinary.append(ink(strokes, canvas, line_width(generator, canvas)))
-        before = np.mean(read_as(MODEL_PATH, model_inputs(ordinary)) == digit)
-        after = np.mean(read_as(new_model, model_inputs(ordinary)) == digit)
+    boxy = read_as(new_model, fresh["boxy 6"])
+    ya = read_as(new_model, fresh["Я"])
+    print(f"fine-tuned: boxy 6s read as {shares(boxy)}; Я read as {shares(ya)}")
+    assert np.mean(boxy == RIGHT) >= 0.95
+    assert np.mean(ya == NOT_DIGIT) >= 0.9
+    for digit in (READ_WRONG_AS, RIGHT, YA_READ_AS):
+        before = np.mean(read_as(MODEL_PATH, fresh[str(digit)]) == digit)
+        after = np.mean(read_as(new_model, fresh[str(digit)]) == digit)
+        print(f"ordinary {digit}s read right: {before:.1%} -> {after:.1%}")
         assert after >= min(before, 0.95), digit
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(30 * TIMEOUT_S)
 def test_the_new_version_records_its_figures(finetuned: Run) -> None:
-    """metrics.json states MNIST test >= 99.4 %, held-out before and after, and what was skipped."""
+    """metrics.json keeps the base's temperature and threshold, and states MNIST test
+    >= 99.4 %, false rejection <= 0.5 %, held-out before and after, and what was skipped."""
     assert finetuned.status == 0, finetuned.printed
     metrics = json.loads((finetuned.output / "metrics.json").read_text())
+    base = json.loads(METRICS_PATH.read_text())
     assert metrics["name"] == "digits-cnn"
+    for setting in ("classes", "class_names", "temperature", "not_digit_threshold"):
+        assert metrics[setting] == base[setting], setting
     assert metrics["test_accuracy"] >= 0.994
     assert metrics["test_images"] == 10000
+    assert metrics["false_rejection"]["mnist_test"] <= 0.005
+    assert metrics["ece_after"] <= 0.01
+    assert metrics["nondigit_rejection"]["overall"] >= 0.95
     figures = metrics["finetune"]
     assert figures["mnist_test_accuracy"]["after"] == metrics["test_accuracy"]
+    assert figures["false_rejection"]["after"] == metrics["false_rejection"]["mnist_test"]
     assert figures["held_out_accuracy"]["before"] < 0.5
-    assert figures["held_out_accuracy"]["after"] >= 0.95
+    assert figures["held_out_accuracy"]["after"] >= 0.9
+    by_label = figures["held_out_by_label"]
+    assert by_label["digits"]["before"] < 0.5 <= 0.95 <= by_label["digits"]["after"]
+    assert by_label["not_digit"]["before"] < 0.1 < 0.9 <= by_label["not_digit"]["after"]
     counted = figures["corrections"]
-    assert counted["stored"] == CORRECTIONS + 7
-    assert counted["training"] + counted["held_out"] == CORRECTIONS
-    assert 0.1 * CORRECTIONS < counted["held_out"] < 0.3 * CORRECTIONS
-    assert counted["skipped"] == {"not_digit": 4, "number": 3}
-    assert (
-        figures["base_version"]
-        == json.loads(MODEL_PATH.with_name("metrics.json").read_text())["version"]
-    )
-    assert "skipped 4 not_digit, 3 number" in finetuned.printed
+    assert counted["stored"] == CORRECTIONS + NOT_DIGIT_CORRECTIONS + NUMBERS
+    assert counted["training"] + counted["held_out"] == CORRECTIONS + NOT_DIGIT_CORRECTIONS
+    assert counted["not_digit"] == NOT_DIGIT_CORRECTIONS
+    assert 0.1 * CORRECTIONS < counted["held_out"] < 0.3 * (CORRECTIONS + NOT_DIGIT_CORRECTIONS)
+    assert counted["skipped"] == {"number": NUMBERS}
+    assert figures["base_version"] == base["version"]
+    assert f"skipped {NUMBERS} number" in finetuned.printed
+    assert "numbers (labels of several digits) are skipped" in finetuned.printed
+    assert is_inference_only(finetuned.output / "digits.keras")
 
 
 @pytest.mark.slow
@@ -277,13 +371,45 @@ def test_held_out_corrections_are_chosen_by_their_drawing() -> None:
     assert 0.16 < np.mean(chosen) < 0.24
 
 
+def test_labels_train_their_output_and_numbers_are_skipped() -> None:
+    """A digit trains its output, "not_digit" the eleventh (skipped by a ten-output model),
+    and a number is skipped."""
+    assert finetune.output_label("7") == 7
+    assert finetune.output_label("not_digit") == NOT_DIGIT
+    for label, reason in (("2026", "number"), ("x", "unreadable")):
+        with pytest.raises(finetune.UnusableError, match=reason):
+            finetune.output_label(label)
+    with pytest.raises(finetune.UnusableError, match="not_digit"):
+        finetune.output_label("not_digit", not_digit=False)
+
+
 def test_the_guard_refuses_a_model_that_got_worse() -> None:
-    """A model below 99.4 % on MNIST, or worse on the held-out corrections, is refused."""
+    """A model below 99.4 % on MNIST, above 0.5 % false rejection or 1 % ECE, below 95 % of
+    the non-digits rejected, or worse on held-out digits or not-digits, is refused."""
     config = finetune.Config()
-    assert finetune.refusal(0.9950, 0.30, 0.98, config) is None
-    assert finetune.refusal(0.9950, 0.98, 0.98, config) is None
-    assert "MNIST" in str(finetune.refusal(0.9939, 0.30, 0.98, config))
-    assert "held-out" in str(finetune.refusal(0.9950, 0.90, 0.85, config))
+    base = finetune.Measured(
+        mnist_accuracy=0.9956,
+        false_rejection=0.0039,
+        calibration_error=0.0023,
+        nondigit_rejection=0.98,
+        held_out={"all": 0.1, "digits": 0.1, "not_digit": 0.1},
+    )
+    learned = dataclasses.replace(
+        base, mnist_accuracy=0.9950, held_out={"all": 0.98, "digits": 0.98, "not_digit": 0.98}
+    )
+    assert finetune.refusal(base, learned, config) is None
+    assert finetune.refusal(base, base, config) is None
+    worse: dict[str, dict[str, Any]] = {
+        "MNIST test accuracy": {"mnist_accuracy": 0.9939},
+        "false rejection": {"false_rejection": 0.0051},
+        "calibration error": {"calibration_error": 0.0101},
+        "non-digits rejected": {"nondigit_rejection": 0.949},
+        "held-out not_digit": {"held_out": {"all": 0.5, "digits": 0.98, "not_digit": 0.05}},
+        "held-out digits": {"held_out": {"all": 0.5, "digits": 0.05, "not_digit": 0.98}},
+    }
+    for reason, change in worse.items():
+        refused = finetune.refusal(base, dataclasses.replace(learned, **change), config)
+        assert refused is not None and reason in refused, reason
 
 
 @pytest.mark.slow
@@ -296,7 +422,7 @@ def test_a_model_below_the_guard_is_not_written(
 
     untrained = tmp_path / "untrained" / "digits.keras"
     untrained.parent.mkdir()
-    build_model().save(untrained)
+    build_model(classes=NOT_DIGIT + 1, temperature=1.0, deeper=True).save(untrained)
     output = tmp_path / "refused"
     arguments = ["--database-url", corrections_database, "--model", str(untrained)]
     status = finetune.main(
