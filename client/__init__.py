@@ -4,7 +4,7 @@
         prediction = await client.predict("seven.png")
 
 `python -m client --help` describes the command line. The client talks to the server only
-over the network (protocol v1, see the README), never by importing it.
+over the network (protocol v1 and the v2 additions, see the README), never by importing it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from client.errors import (
 )
 from client.http import http_url_for, predict_http
 from client.images import ImageSource
-from client.messages import Hello, ModelInfo, Prediction, Strokes
+from client.messages import Hello, ModelInfo, Number, NumberDigit, Prediction, Strokes
 from client.session import DEFAULT_TIMEOUT_S, DEFAULT_URL, DigitsClient
 
 __all__ = [
@@ -32,6 +32,8 @@ __all__ = [
     "Hello",
     "ImageSource",
     "ModelInfo",
+    "Number",
+    "NumberDigit",
     "Prediction",
     "ProtocolError",
     "ProtocolTimeout",

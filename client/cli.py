@@ -5,6 +5,9 @@
     python -m client stream client/examples/seven.json # replay a drawing, live updates
     python -m client correct client/examples/four.json 4  # "it was a 4": a stored correction
 
+Each answer says its digit, or "not a digit" when the server found ink but no one digit, and
+(from a v2 server) the drawing read as a number: `"number": {"text": "42", "confidence": ...}`.
+
 Exit status: 0 when every answer is a prediction; 1 when the server answered an error or an
 input file could not be read; 2 for a usage error; 3 when the server could not be reached,
 closed the connection, timed out or broke the protocol. Failures print one line on stderr.
@@ -81,8 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict = commands.add_parser(
         "predict", parents=[connection], help="print one JSON line per image file",
-        description="Print one JSON line per image file: path, digit, confidence, "
-        "probabilities, empty.",
+        description="Print one JSON line per image file: path, reading (the digit, "
+        '"not a digit" or "empty"), digit, confidence, probabilities, empty, not_digit, and '
+        "number (the drawing read as a number: text and confidence; null from a v1 server).",
     )
     predict.add_argument("files", nargs="+", metavar="FILE", help="image files (PNG, JPEG, ...)")
     predict.add_argument(
@@ -261,13 +265,33 @@ def _read(path: str) -> bytes | None:
 
 
 def _answer(prediction: Prediction) -> dict[str, Any]:
-    """What `predict` prints of an answer (the same over the WebSocket and HTTP)."""
+    """What `predict` prints of an answer (the same over the WebSocket and HTTP).
+
+    `reading` says it in words: the digit, "not a digit" when the server found ink but no
+    one digit (v2), or "empty". `number` is the drawing read as a number (text and
+    confidence), null from a v1 server and for an empty picture.
+    """
+    number = prediction.number
     return {
+        "reading": _reading(prediction),
         "digit": prediction.digit,
         "confidence": prediction.confidence,
         "probabilities": _list(prediction.probabilities),
         "empty": prediction.empty,
+        "not_digit": prediction.not_digit,
+        "number": None if number is None else {
+            "text": number.text, "confidence": number.confidence,
+        },
     }
+
+
+def _reading(prediction: Prediction) -> str:
+    """The answer in words."""
+    if prediction.empty:
+        return "empty"
+    if prediction.digit is None:
+        return "not a digit"
+    return str(prediction.digit)
 
 
 def _list(values: Sequence[float] | None) -> list[float] | None:

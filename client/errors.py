@@ -5,7 +5,7 @@
 - `ServerError`: the server answered a typed error (`{"type": "error", ...}` on the socket,
   `{"error": {...}}` over HTTP).
 - `ProtocolTimeout`: no answer within the time allowed.
-- `ProtocolError`: the server said something that is not protocol v1.
+- `ProtocolError`: the server said something that the protocol (v1 or v2) does not allow.
 - `RecordingError`: a stroke recording file that cannot be replayed.
 """
 
@@ -55,7 +55,7 @@ class ProtocolTimeout(DigitsError, TimeoutError):  # noqa: N818
 
 
 class ProtocolError(DigitsError):
-    """The server sent something that protocol v1 does not allow."""
+    """The server sent something that the protocol does not allow."""
 
 
 class RecordingError(DigitsError, ValueError):

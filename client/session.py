@@ -1,7 +1,8 @@
-"""`DigitsClient`: one WebSocket connection to a digits server, spoken in protocol v1.
+"""`DigitsClient`: one WebSocket connection to a digits server (protocol v1, and v2's ink).
 
 Owns the connection's life (open, read the `hello`, close), the client's sequence numbers,
-sending pictures and strokes, and reading answers: one at a time (`receive`), as a stream
+sending pictures, strokes and ink (v2: points appended to a stroke, undo, clear), and
+reading answers: one at a time (`receive`), as a stream
 (`predictions`), or the answer to a given picture (`predict`, `wait_for`).
 
 Sequence numbers start at 0 and go up by one per message, text or binary, which is exactly
@@ -20,7 +21,7 @@ import asyncio
 import errno
 import os
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -43,11 +44,14 @@ from client.messages import (
     Hello,
     Prediction,
     Strokes,
+    clear_message,
+    ink_message,
     parse_hello,
     parse_json_object,
     parse_server_message,
     snapshot_message,
     strokes_message,
+    undo_message,
 )
 
 DEFAULT_URL = "ws://127.0.0.1:8000/ws"
@@ -166,6 +170,31 @@ class DigitsClient:
         """Send a drawing as strokes of (x, y) points on a width x height canvas."""
         seq = self._last_seq + 1
         await self._send(strokes_message(seq, strokes, width, height, line_width), seq)
+        return seq
+
+    async def send_ink(
+        self, stroke: int, points: Sequence[Sequence[float]], width: int, height: int,
+        line_width: float,
+    ) -> int:
+        """Append points to stroke number `stroke` of the connection's ink (v2); returns the seq.
+
+        `stroke` equal to the number of strokes so far starts a new one; equal to the last
+        one's index continues it.
+        """
+        seq = self._last_seq + 1
+        await self._send(ink_message(seq, stroke, points, width, height, line_width), seq)
+        return seq
+
+    async def send_undo(self) -> int:
+        """Remove the last stroke of the connection's ink (v2); returns the seq."""
+        seq = self._last_seq + 1
+        await self._send(undo_message(seq), seq)
+        return seq
+
+    async def send_clear(self) -> int:
+        """Remove all the connection's ink (v2); returns the seq."""
+        seq = self._last_seq + 1
+        await self._send(clear_message(seq), seq)
         return seq
 
     async def receive(self, timeout: float | None = None) -> Prediction:

@@ -24,7 +24,8 @@ from client import (
     predict_http,
 )
 from client.cli import main
-from client.errors import RecordingError
+from client.errors import ProtocolError, RecordingError
+from client.messages import parse_prediction
 from client.recording import SEND_INTERVAL_MS, load_recording, parse_recording, replay_schedule
 from client.session import websocket_url_for
 from model import METRICS_PATH
@@ -60,6 +61,26 @@ def seven_png(tmp_path: Path) -> Path:
     return path
 
 
+def draw_side_by_side(*paths: Path) -> Image.Image:
+    """Recordings drawn one after another on a wide canvas, as a number is written."""
+    drawings = [draw_recording(path) for path in paths]
+    canvas = Image.new("RGB", (sum(drawing.width for drawing in drawings), drawings[0].height),
+                       (255, 255, 255))
+    left = 0
+    for drawing in drawings:
+        canvas.paste(drawing, (left, 0))
+        left += drawing.width
+    return canvas
+
+
+@pytest.fixture
+def forty_seven_png(tmp_path: Path) -> Path:
+    """A PNG file of the example four and seven side by side: the number 47."""
+    path = tmp_path / "forty-seven.png"
+    draw_side_by_side(EXAMPLES / "four.json", SEVEN).save(path)
+    return path
+
+
 @pytest.fixture
 def not_an_image(tmp_path: Path) -> Path:
     """A file whose bytes are no picture at all."""
@@ -69,13 +90,16 @@ def not_an_image(tmp_path: Path) -> Path:
 
 
 def assert_valid(prediction: Prediction) -> None:
-    """The prediction object's invariants from PROTOCOL.md."""
+    """The prediction object's invariants from PROTOCOL.md (a digit, not rejected)."""
     probabilities = prediction.probabilities
     assert not prediction.empty
     assert probabilities is not None and len(probabilities) == 10
     assert math.isclose(sum(probabilities), 1.0, abs_tol=1e-3)
     assert prediction.digit == max(range(10), key=lambda digit: probabilities[digit])
     assert prediction.confidence == pytest.approx(probabilities[prediction.digit])
+    # v2: a one-digit drawing reads as a one-character number, its digit.
+    assert prediction.not_digit is not None and 0.0 <= prediction.not_digit <= 1.0
+    assert prediction.number is not None and prediction.number.text == str(prediction.digit)
 
 
 def unreachable_url() -> str:
@@ -420,3 +444,135 @@ def test_http_url_for(url: str, expected: str) -> None:
 def test_websocket_url_for(url: str, expected: str) -> None:
     """The server's own address leads to its /ws; a WebSocket URL is kept."""
     assert websocket_url_for(url) == expected
+
+
+# ---- protocol v2: numbers and "not a digit" ---------------------------------------------------
+
+
+def v2_body(**changes: Any) -> dict[str, Any]:
+    """A v2 prediction object for the number 47, rejected as one digit."""
+    probabilities = [0.02] * 10
+    probabilities[4] = 0.82
+    body: dict[str, Any] = {
+        "digit": None, "confidence": None, "probabilities": probabilities, "empty": False,
+        "not_digit": 0.97,
+        "number": {
+            "text": "47", "confidence": 0.9,
+            "digits": [
+                {"digit": 4, "confidence": 0.95, "probabilities": probabilities,
+                 "box": [10, 12, 120, 250]},
+                {"digit": 7, "confidence": 0.95, "probabilities": probabilities,
+                 "box": [130, 10.5, 260, 251]},
+            ],
+        },
+    }
+    body.update(changes)
+    return body
+
+
+def test_a_v2_answer_parses_with_its_number() -> None:
+    """`not_digit` and `number` are parsed; a rejected picture has no digit, only a number."""
+    prediction = parse_prediction(v2_body())
+    assert prediction.rejected and prediction.digit is None and prediction.confidence is None
+    assert prediction.not_digit == pytest.approx(0.97)
+    assert prediction.number is not None
+    assert prediction.number.text == "47"
+    assert [digit.digit for digit in prediction.number.digits] == [4, 7]
+    assert prediction.number.digits[1].box == (130.0, 10.5, 260.0, 251.0)
+    assert prediction.as_json()["number"]["text"] == "47"
+
+
+def test_a_v1_answer_has_no_number() -> None:
+    """A v1 server's answer (no `not_digit`, no `number`) parses with both None."""
+    body = v2_body(digit=4, confidence=0.82)
+    del body["not_digit"], body["number"]
+    prediction = parse_prediction(body)
+    assert (prediction.digit, prediction.not_digit, prediction.number) == (4, None, None)
+    assert not prediction.rejected
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"not_digit": 1.5},
+        {"number": {"text": "41", "confidence": 0.9, "digits": v2_body()["number"]["digits"]}},
+        {"number": {"text": "4", "confidence": 0.9, "digits": [{"digit": 4}]}},
+        {"number": "47"},
+        {"digit": 12, "confidence": 0.5},
+    ],
+    ids=["not-digit-over-1", "text-not-its-digits", "digit-without-box", "not-object",
+         "digit-12"],
+)
+def test_malformed_v2_answers_are_refused(changes: dict[str, Any]) -> None:
+    """A v2 answer that breaks PROTOCOL.md raises `ProtocolError`."""
+    with pytest.raises(ProtocolError):
+        parse_prediction(v2_body(**changes))
+
+
+async def test_hello_states_the_rejection_threshold(server: RunningServer) -> None:
+    """A v2 server's hello carries `not_digit_threshold`, metrics.json's."""
+    async with DigitsClient.connect(server.ws_url, timeout=TIMEOUT_S) as client:
+        threshold = client.hello.not_digit_threshold
+    assert threshold == pytest.approx(json.loads(METRICS_PATH.read_text())["not_digit_threshold"])
+
+
+@pytest.mark.parametrize("transport", ["websocket", "http"])
+async def test_a_number_is_read_and_rejected_as_one_digit(
+    server: RunningServer, forty_seven_png: Path, transport: str
+) -> None:
+    """A picture of 4 and 7 side by side is no one digit (digit null, `rejected`) and reads
+    as the number 47, with a box for each digit, over the socket and over HTTP."""
+    if transport == "http":
+        prediction = predict_http(server.http_url, forty_seven_png, TIMEOUT_S)
+    else:
+        async with DigitsClient.connect(server.http_url, timeout=TIMEOUT_S) as client:
+            prediction = await client.predict(forty_seven_png)
+    assert prediction.rejected and prediction.digit is None
+    assert prediction.not_digit is not None and prediction.not_digit > 0.5
+    assert prediction.number is not None and prediction.number.text == "47"
+    four, seven = prediction.number.digits
+    assert four.box[2] <= seven.box[0] + 20
+    assert 0.0 < prediction.number.confidence <= 1.0
+
+
+async def test_ink_is_streamed_stroke_by_stroke(server: RunningServer) -> None:
+    """`send_ink` appends points to strokes (v2 ink): the four and the seven streamed a few
+    points at a time, side by side, read as 47; `send_undo` takes the 7's stroke back and
+    `send_clear` leaves nothing."""
+    four, seven = load_recording(EXAMPLES / "four.json"), load_recording(SEVEN)
+    strokes = [[(point.x, point.y) for point in stroke] for stroke in four.strokes]
+    strokes += [[(point.x + four.width, point.y) for point in stroke] for stroke in seven.strokes]
+    size = (four.width + seven.width, four.height, four.line_width)
+    async with DigitsClient.connect(server.ws_url, timeout=TIMEOUT_S) as client:
+        for index, stroke in enumerate(strokes):
+            for start in range(0, len(stroke), 5):
+                last = await client.send_ink(index, stroke[start : start + 5], *size)
+        number = await client.wait_for(last)
+        undone = await client.wait_for(await client.send_undo())
+        cleared = await client.wait_for(await client.send_clear())
+    assert number.number is not None and number.number.text == "47", number.as_json()
+    assert undone.number is not None and undone.number.text == "4"
+    assert cleared.empty and cleared.number is None and cleared.not_digit is None
+
+
+@pytest.mark.parametrize("address", ["websocket", "server"])
+@pytest.mark.parametrize("transport", [[], ["--http"]], ids=["websocket", "http"])
+def test_cli_predict_prints_the_number_and_says_not_a_digit(
+    server: RunningServer, seven_png: Path, forty_seven_png: Path, transport: list[str],
+    address: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`predict` prints each file's number (text and confidence); a picture that is no one
+    digit says "not a digit" with a null digit, given either of the server's URLs."""
+    url = server.ws_url if address == "websocket" else server.http_url
+    files = [str(seven_png), str(forty_seven_png)]
+    status = main(["predict", *transport, "--url", url, "--timeout", str(TIMEOUT_S), *files])
+    output = capsys.readouterr()
+    assert status == 0, output.err
+    seven, forty_seven = json_lines(output.out)
+    assert (seven["reading"], seven["digit"], seven["number"]["text"]) == ("7", 7, "7")
+    assert 0.0 < seven["number"]["confidence"] <= 1.0
+    assert seven["not_digit"] < 0.5
+    assert (forty_seven["reading"], forty_seven["digit"]) == ("not a digit", None)
+    assert forty_seven["confidence"] is None and forty_seven["not_digit"] > 0.5
+    assert forty_seven["number"]["text"] == "47"
+    assert set(forty_seven["number"]) == {"text", "confidence"}
