@@ -1,21 +1,29 @@
 """Splitting a drawing into pieces and reading the best grouping (model/numbers.py).
 
-The classifier is an input of `read_number`: these tests hand it probabilities, so they check
-the search itself; reading real drawings with the trained model is checked elsewhere.
+The first tests hand `read_number` probabilities, so they check the search itself. The later
+ones read drawings with the committed model, as the server does (the whole drawing first,
+then pieces): digits drawn in several strokes, slanted neighbours, touching ones, specks.
 """
 
 from __future__ import annotations
 
 import io
 import itertools
+import json
+import math
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
+from model import METRICS_PATH
+from model.inference import Classifier
 from model.numbers import (
     MAX_PIECES_PER_DIGIT,
     Candidate,
+    NumberReading,
+    Piece,
     candidates,
     ink_pieces,
     picture_pieces,
@@ -228,3 +236,259 @@ def test_a_reading_is_segmented_right_only_with_a_character_over_each_digit() ->
     assert not segmented_right(reading((0, 5), (5, 10), (20, 30)), boxes)
     assert not segmented_right(reading((20, 30), (0, 10)), boxes)
     assert not segmented_right(None, boxes)
+
+
+def test_a_loop_over_a_tail_reads_as_one_digit_not_two() -> None:
+    """A 9 drawn as its loop and its tail: each part reads well alone (0 and 1), but the
+    parts overlap in x and the loop is half the line's height, so together they are a 9."""
+    loop = Piece((0.0, 0.0, 60.0, 60.0), strokes=(0,))
+    tail = Piece((40.0, 40.0, 62.0, 130.0), strokes=(1,))
+    found = [
+        Candidate(0, 0, loop.box, None), Candidate(0, 1, (0.0, 0.0, 62.0, 130.0), None),
+        Candidate(1, 1, tail.box, None),
+    ]
+    rows = np.stack([row(0, 0.99), row(9, 0.95), row(1, 0.99)])
+    reading = read_number([loop, tail], found, rows, THRESHOLD)
+    assert reading is not None and reading.text == "9"
+
+
+def test_slanted_neighbours_are_compared_upright() -> None:
+    """Two slanted digits whose boxes overlap in x are not made one by the overlap: their
+    upright boxes (slant undone) lie side by side."""
+    strokes = [line(130, 10, 30, 200), line(170, 10, 70, 200)]
+    pieces = ink_pieces(strokes, 8)
+    assert pieces[0].box[2] > pieces[1].box[0]
+    assert pieces[0].upright is not None and pieces[1].upright is not None
+    assert pieces[0].upright[2] < pieces[1].upright[0]
+    found = candidates(pieces, strokes, (300, 220, 8.0))
+    # Two 1s at 97 % beat a doubtful 4 unless their overlap is held against them.
+    rows = np.stack([{(0, 0): row(1, 0.97), (1, 1): row(1, 0.97)}.get((c.first, c.last),
+                                                                      row(4, 0.5))
+                     for c in found])
+    reading = read_number(pieces, found, rows, THRESHOLD)
+    assert reading is not None and reading.text == "11"
+    plain = [Piece(piece.box, piece.strokes) for piece in pieces]
+    reading = read_number(plain, found, rows, THRESHOLD)
+    assert reading is not None and reading.text == "4"
+
+
+# ---- reading drawings with the committed model ---------------------------------------------
+
+# The page's wide canvas and pen (CSS pixels), and the height of a drawn digit.
+CANVAS = (900, 300, 16.0)
+HEIGHT = 150.0
+Template = list[list[tuple[float, float]]]
+
+# Digits as a hand draws them, in a box of height 1 (x right, y down), stroke by stroke.
+ONE: Template = [[(0.3, 0.0), (0.3, 1.0)]]
+TWO: Template = [[(0.05, 0.2), (0.2, 0.03), (0.4, 0.0), (0.58, 0.12), (0.58, 0.32), (0.35, 0.6),
+                  (0.0, 1.0), (0.65, 1.0)]]
+THREE: Template = [[(0.05, 0.1), (0.3, 0.0), (0.55, 0.1), (0.55, 0.3), (0.3, 0.47),
+                    (0.6, 0.62), (0.62, 0.85), (0.4, 1.0), (0.05, 0.92)]]
+# The stroke that makes an "L" and the bar, then the stem across the bar.
+FOUR_IN_TWO: Template = [[(0.35, 0.0), (0.0, 0.65), (0.65, 0.65)], [(0.5, 0.25), (0.5, 1.0)]]
+# The body, then a flag that starts well clear of it.
+FIVE_LOOSE_FLAG: Template = [
+    [(0.12, 0.05), (0.08, 0.45), (0.3, 0.38), (0.5, 0.42), (0.6, 0.6), (0.58, 0.82),
+     (0.42, 0.97), (0.2, 1.0), (0.02, 0.9)],
+    [(0.28, 0.02), (0.65, 0.0)],
+]
+SEVEN: Template = [[(0.0, 0.02), (0.6, 0.0), (0.2, 1.0)]]
+SEVEN_IN_TWO: Template = [[(0.0, 0.02), (0.6, 0.0)], [(0.6, 0.0), (0.2, 1.0)]]
+# The loop (anticlockwise from its right side), then the tail down from it: the loop alone
+# reads as a 0 and the tail as a 1.
+NINE_IN_TWO: Template = [
+    [(0.55 - 0.27 * (1 - math.cos(turn)), 0.25 - 0.24 * math.sin(turn))
+     for turn in np.linspace(0.0, 2 * math.pi, 30)],
+    [(0.55, 0.2), (0.52, 1.0)],
+]
+ZERO: Template = [[(0.3 + 0.3 * math.sin(turn), 0.5 - 0.5 * math.cos(turn))
+                   for turn in np.linspace(0.0, 2 * math.pi, 40)]]
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Iterator[Classifier]:
+    """The committed model, loaded once for the module."""
+    yield Classifier()
+
+
+@pytest.fixture(scope="module")
+def threshold() -> float:
+    """The committed model's not-a-digit threshold."""
+    return float(json.loads(METRICS_PATH.read_text())["not_digit_threshold"])
+
+
+def written(*digits: Template, slant: float = 0.0, gap: float = 0.35,
+            left: float = 60.0) -> list[list[tuple[float, float]]]:
+    """Digits written left to right on the canvas, their ink `gap` (a share of the height)
+    apart once the slant is undone, the tops leaning right by `slant` per unit of height."""
+    strokes = []
+    for digit in digits:
+        width = max(x for stroke in digit for x, _ in stroke)
+        for stroke in digit:
+            strokes.append(_dense([
+                (left + HEIGHT * (x + slant * (0.5 - y)), 70.0 + HEIGHT * y) for x, y in stroke
+            ]))
+        left += HEIGHT * (width + gap) + CANVAS[2]
+    return strokes
+
+
+def _dense(points: Sequence[tuple[float, float]], step: float = 4.0) -> list[tuple[float, float]]:
+    """A polyline as pointer events every few pixels."""
+    dense = []
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        count = max(1, int(math.hypot(x1 - x0, y1 - y0) / step))
+        dense.extend((x0 + (x1 - x0) * n / count, y0 + (y1 - y0) * n / count)
+                     for n in range(count))
+    return [*dense, points[-1]]
+
+
+def read_ink(strokes: list[list[tuple[float, float]]], classifier: Classifier,
+             threshold: float) -> str | None:
+    """The text the server reads in these strokes (None for no ink)."""
+    from train.ink_numbers import read_strokes
+
+    reading = read_strokes(strokes, CANVAS, classifier, threshold)
+    return None if reading is None else reading.text
+
+
+def picture(strokes: list[list[tuple[float, float]]], specks: int = 0) -> bytes:
+    """The strokes as the page's canvas shows them (round caps and joins), as PNG bytes;
+    `specks` single dark pixels of noise are scattered over it."""
+    width, height, line_width = CANVAS
+    canvas = Image.new("L", (width, height), 255)
+    pen = ImageDraw.Draw(canvas)
+    radius = line_width / 2
+    for stroke in strokes:
+        pen.line(stroke, fill=0, width=round(line_width), joint="curve")
+        for x, y in (stroke[0], stroke[-1]):
+            pen.ellipse((x - radius, y - radius, x + radius, y + radius), fill=0)
+    generator = np.random.default_rng(3)
+    for _ in range(specks):
+        canvas.putpixel((int(generator.integers(width)), int(generator.integers(height))), 0)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def read_picture(png: bytes, classifier: Classifier, threshold: float) -> str | None:
+    """The text the server reads in a picture (None for no ink)."""
+    from train.numbers import read_picture as read
+
+    reading: NumberReading | None = read(png, classifier, threshold)
+    return None if reading is None else reading.text
+
+
+def closest(strokes: list[list[tuple[float, float]]], first: range, second: range) -> float:
+    """The smallest distance between the points of two sets of strokes."""
+    one = np.array([point for index in first for point in strokes[index]])
+    other = np.array([point for index in second for point in strokes[index]])
+    return float(np.min(np.hypot(*(one[:, None, :] - other[None, :, :]).transpose(2, 0, 1))))
+
+
+@pytest.mark.parametrize(
+    ("digits", "text"),
+    [((FIVE_LOOSE_FLAG,), "5"), ((FOUR_IN_TWO,), "4"), ((SEVEN_IN_TWO,), "7"),
+     ((NINE_IN_TWO,), "9"), ((ONE, FIVE_LOOSE_FLAG), "15"), ((FOUR_IN_TWO, SEVEN_IN_TWO), "47"),
+     ((SEVEN_IN_TWO, ONE, FOUR_IN_TWO), "714"), ((TWO, NINE_IN_TWO, ONE), "291")],
+    ids=["5-loose-flag", "4-in-two", "7-in-two", "9-in-two", "15", "47", "714", "291"],
+)
+def test_digits_in_several_strokes_read_whole(
+    classifier: Classifier, threshold: float, digits: tuple[Template, ...], text: str
+) -> None:
+    """A 5 whose flag does not touch it, a 4, a 7 and a 9 in two strokes: one digit each,
+    alone and beside others."""
+    strokes = written(*digits)
+    assert read_ink(strokes, classifier, threshold) == text
+    assert read_picture(picture(strokes), classifier, threshold) == text
+
+
+def test_the_loose_flag_really_is_loose() -> None:
+    """The 5's flag is drawn clear of its body: the premise of the test above."""
+    strokes = written(FIVE_LOOSE_FLAG)
+    assert closest(strokes, range(0, 1), range(1, 2)) > 1.5 * CANVAS[2]
+
+
+@pytest.mark.parametrize(("digits", "text"), [((ONE, SEVEN), "17"), ((SEVEN, ONE), "71"),
+                                              ((ONE, ONE, SEVEN, ONE), "1171")])
+def test_slanted_digits_that_overlap_in_x_are_split(
+    classifier: Classifier, threshold: float, digits: tuple[Template, ...], text: str
+) -> None:
+    """Slanted 1s and 7s close together overlap in x without touching: still one digit each."""
+    strokes = written(*digits, slant=0.45, gap=0.12)
+    boxes = [piece.box for piece in ink_pieces(strokes, CANVAS[2])]
+    assert any(left[2] > right[0] for left, right in itertools.pairwise(boxes))
+    assert all(closest(strokes, range(n, n + 1), range(n + 1, n + 2)) > CANVAS[2]
+               for n in range(len(strokes) - 1))
+    assert read_ink(strokes, classifier, threshold) == text
+    assert read_picture(picture(strokes), classifier, threshold) == text
+
+
+@pytest.mark.parametrize("gap", [-0.02, 0.05, 0.4], ids=["touching", "close", "apart"])
+def test_neighbours_touching_or_not_read_apart(
+    classifier: Classifier, threshold: float, gap: float
+) -> None:
+    """2, 3 and 0 written touching, close or well apart read 230, as ink and as a picture
+    (where touching digits are one component, cut at the valley between them)."""
+    strokes = written(TWO, THREE, ZERO, gap=gap)
+    assert read_ink(strokes, classifier, threshold) == "230"
+    png = picture(strokes)
+    if gap < 0:
+        pieces = picture_pieces(ink_map(Image.open(io.BytesIO(png))))
+        # Touching: fewer components than digits, so at least one was cut.
+        labels = [piece for piece in pieces if piece.mask is not None]
+        assert len(labels) >= 3
+    assert read_picture(png, classifier, threshold) == "230"
+
+
+def test_nothing_drawn_reads_nothing(classifier: Classifier, threshold: float) -> None:
+    """No strokes and a blank canvas: no pieces and no reading."""
+    assert ink_pieces([], CANVAS[2]) == []
+    assert read_ink([], classifier, threshold) is None
+    assert read_picture(picture([]), classifier, threshold) is None
+
+
+@pytest.mark.parametrize(("digit", "text"), [(TWO, "2"), (ZERO, "0"), (SEVEN, "7")])
+def test_one_piece_reads_as_its_digit(
+    classifier: Classifier, threshold: float, digit: Template, text: str
+) -> None:
+    """A digit in one stroke reads as a one-character number."""
+    strokes = written(digit)
+    assert len(ink_pieces(strokes, CANVAS[2])) == 1
+    assert read_ink(strokes, classifier, threshold) == text
+    assert read_picture(picture(strokes), classifier, threshold) == text
+
+
+def test_dots_and_noise_are_left_out(classifier: Classifier, threshold: float) -> None:
+    """A dot of the pen beside a number is no piece, nor are specks of noise in a picture."""
+    strokes = written(FOUR_IN_TWO, TWO)
+    dotted = [*strokes, [(40.0, 230.0)], [(520.0, 60.0), (521.0, 61.0)]]
+    assert len(ink_pieces(dotted, CANVAS[2])) == len(strokes)
+    assert read_ink(dotted, classifier, threshold) == "42"
+    assert read_picture(picture(strokes, specks=40), classifier, threshold) == "42"
+
+
+def test_the_ink_set_traces_digits_into_strokes_left_to_right() -> None:
+    """`train.ink_numbers` thins a digit to a one-pixel skeleton, traces a ring as one closed
+    stroke and a bar as one, and writes numbers inside the canvas, digit after digit."""
+    from train.ink_numbers import InkConfig, digit_strokes, draw_ink_number, thin
+
+    bar = np.zeros((20, 20), dtype=bool)
+    bar[3:17, 8:12] = True
+    assert thin(bar).sum(axis=1)[5:15].tolist() == [1] * 10
+    rows, columns = np.mgrid[0:28, 0:28]
+    distance = np.hypot((rows - 14) / 9, (columns - 14) / 6)
+    ring = np.where(np.abs(distance - 1) < 0.25, 255, 0).astype(np.uint8)
+    one = np.zeros((28, 28), dtype=np.uint8)
+    one[4:24, 13:16] = 255
+    generator = np.random.default_rng(1)
+    [loop] = digit_strokes(ring, generator) or [None]
+    assert loop is not None and np.allclose(loop[0], loop[-1], atol=0.05)
+    assert len(digit_strokes(one, generator) or []) == 1
+    images, labels = np.stack([ring, one]), np.array([0, 1], dtype=np.uint8)
+    drawn, passed_over = draw_ink_number(images, labels, InkConfig(), generator, 5)
+    assert passed_over == 0 and len(drawn.text) == len(drawn.boxes) == 5
+    assert all(1 <= len(indices) <= 3 for indices in drawn.digit_strokes)
+    assert all(first[0] < second[0] for first, second in itertools.pairwise(drawn.boxes))
+    points = np.array([point for stroke in drawn.strokes for point in stroke])
+    assert points.min() >= 0 and (points.max(axis=0) <= (drawn.width, drawn.height)).all()
