@@ -90,7 +90,7 @@ class Split:
     """A picture cut into pieces, and every group of neighbouring pieces with its input.
 
     No groups when it has more than MAX_SPLIT_PIECES pieces. Pieces carry only their boxes:
-    the server needs no more of them to choose the best grouping. For ink, `keys` holds each
+    the server needs no more of them (as drawn and upright) to choose the best grouping. For ink, `keys` holds each
     group's key; a group the request knew has no model input.
     """
 
@@ -208,12 +208,19 @@ def _split_image(image: Image.Image) -> Prepared:
             dataclasses.replace(group, box=_scaled(group.box, scale))
             for group in candidates(pieces, ink=ink)
         ]
-    boxes = tuple(Piece(_scaled(piece.box, scale)) for piece in pieces)
+    boxes = tuple(
+        Piece(
+            _scaled(piece.box, scale),
+            upright=None if piece.upright is None else _scaled(piece.upright, scale),
+        )
+        for piece in pieces
+    )
     return Prepared(None, None, split=Split(boxes, tuple(groups)))
 
 
 def _boxes_only(pieces: Sequence[Piece]) -> tuple[Piece, ...]:
-    return tuple(Piece(piece.box) for piece in pieces)
+    """The pieces without their strokes or pixels: the search needs only their boxes."""
+    return tuple(Piece(piece.box, upright=piece.upright) for piece in pieces)
 
 
 def _scaled(box: Box, scale: tuple[float, float]) -> Box:
