@@ -89,9 +89,9 @@ class SplitRequest:
 class Split:
     """A picture cut into pieces, and every group of neighbouring pieces with its input.
 
-    No groups when it has more than MAX_SPLIT_PIECES pieces. Pieces carry only their boxes:
-    the server needs no more of them (as drawn and upright) to choose the best grouping. For ink, `keys` holds each
-    group's key; a group the request knew has no model input.
+    No groups when it has more than MAX_SPLIT_PIECES pieces. Pieces carry only their boxes
+    (as drawn and upright): the server needs no more of them to choose the best grouping.
+    For ink, `keys` holds each group's key; a group the request knew has no model input.
     """
 
     pieces: tuple[Piece, ...]
