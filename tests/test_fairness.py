@@ -59,6 +59,20 @@ async def draw_ink(socket: ClientConnection, digit: int, first_seq: int, pause_s
     return seq - 1
 
 
+async def draw_digits(server: RunningServer) -> list[dict[str, Any]]:
+    """A person drawing 7, 1, 4, 7 as ink, clearing after each; every message answered."""
+    async with connected(server) as (socket, _):
+        answers: list[dict[str, Any]] = []
+        seq = 0
+        for digit in (7, 1, 4, 7):
+            last = await draw_ink(socket, digit, seq, pause_s=0.05)
+            answers += await until_seq(socket, last)
+            await socket.send(json.dumps({"type": "clear", "seq": last + 1}))
+            answers += await until_seq(socket, last + 1)
+            seq = last + 2
+        return answers
+
+
 async def test_an_error_never_overtakes_an_older_prediction(server: RunningServer) -> None:
     """The error for seq 1 leaves after the prediction for seq 0, though it is ready first."""
     async with connected(server) as (socket, _):
@@ -94,20 +108,8 @@ async def test_costly_messages_are_held_to_the_connections_share(
                         refused.append(message)
                         break
 
-    async def draw() -> list[dict[str, Any]]:
-        async with connected(server) as (socket, _):
-            answers: list[dict[str, Any]] = []
-            seq = 0
-            for digit in (7, 1, 4, 7):
-                last = await draw_ink(socket, digit, seq, pause_s=0.05)
-                answers += await until_seq(socket, last)
-                await socket.send(json.dumps({"type": "clear", "seq": last + 1}))
-                answers += await until_seq(socket, last + 1)
-                seq = last + 2
-            return answers
-
     hostile = json.dumps({**HOSTILE_STROKES, "seq": 0}, separators=(",", ":"))
-    _, victim = await asyncio.gather(attack(), draw())
+    _, victim = await asyncio.gather(attack(), draw_digits(server))
     assert refused, "strokes at the limits were never rate-limited"
     assert {message["code"] for message in refused} == {"rate_limited"}
     assert [message for message in victim if message["type"] == "error"] == []
@@ -138,19 +140,7 @@ async def test_splitting_is_paid_by_the_connection_that_asks_for_it(
                     if refused and read:
                         break
 
-    async def draw() -> list[dict[str, Any]]:
-        async with connected(server) as (socket, _):
-            answers: list[dict[str, Any]] = []
-            seq = 0
-            for digit in (7, 1, 4, 7):
-                last = await draw_ink(socket, digit, seq, pause_s=0.05)
-                answers += await until_seq(socket, last)
-                await socket.send(json.dumps({"type": "clear", "seq": last + 1}))
-                answers += await until_seq(socket, last + 1)
-                seq = last + 2
-            return answers
-
-    _, victim = await asyncio.gather(attack(), draw())
+    _, victim = await asyncio.gather(attack(), draw_digits(server))
     assert await metric(server, "digits_splits_total") >= 1, "the hostile drawing was split"
     assert read and read[0]["digit"] is None and read[0]["number"]["text"]
     assert {message["code"] for message in refused} == {"rate_limited"}

@@ -22,7 +22,6 @@ The page, its drawing helpers and the browser fixtures are test_page.py's.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 import re
@@ -30,11 +29,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.conftest import TIMEOUT_S, RunningServer
+from tests.conftest import RunningServer
 from tests.drawing import DIGIT_PATHS, encode
 from tests.drawing import draw_strokes as render_strokes
 from tests.test_page import (  # noqa: F401 (browser, playwright, desktop, phone are fixtures)
@@ -54,11 +52,11 @@ from tests.test_page import (  # noqa: F401 (browser, playwright, desktop, phone
     settle,
     touch_stroke,
 )
+from tests.test_page_corrections import ADMIN_TOKEN, exported
 
 pytestmark = pytest.mark.browser
 
 SCREENSHOT_VARIABLE = "DIGITS_NUMBER_SCREENSHOT"
-ADMIN_TOKEN = "page-numbers-admin-token"
 # A digit is this much as wide as it is tall, and this much of its height lies between two.
 DIGIT_ASPECT = 0.7
 GAP_FRACTION = 0.4
@@ -425,17 +423,6 @@ def admin_desktop(
     context = browser.new_context(viewport=DESKTOP_VIEWPORT)
     for watch in open_page(context, server):
         yield watch, server
-
-
-def exported(server: RunningServer) -> list[dict[str, Any]]:
-    """Every stored correction, oldest first."""
-    response = httpx.get(
-        server.http_url + "/api/corrections/export",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        timeout=TIMEOUT_S,
-    )
-    assert response.status_code == 200, response.text
-    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
 
 
 def test_a_number_and_a_rejected_drawing_are_corrected(
