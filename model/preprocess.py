@@ -67,14 +67,14 @@ def to_model_input(image: Image.Image) -> FloatArray | None:
 
 def to_model_input_and_box(
     image: Image.Image,
-) -> tuple[FloatArray | None, tuple[float, float, float, float] | None]:
-    """`to_model_input`, and the box of the ink it kept: x0, y0, x1, y1 in the picture's
-    own pixels (None for both when it has no ink)."""
+) -> tuple[FloatArray | None, tuple[float, float, float, float] | None, NDArray[np.bool_]]:
+    """`to_model_input`, the box of the ink it kept (x0, y0, x1, y1 in the picture's own
+    pixels; None for both when it has no ink), and which pixels of the cut ink it kept."""
     pixels = _pixels(image)
     ink, (top, left) = _ink_around_the_digit(pixels)
     model_input = ink_to_model_input(ink)
     if model_input is None:
-        return None, None
+        return None, None, np.zeros((0, 0), dtype=bool)
     kept = ink >= NOISE_FLOOR * float(ink.max())
     rows = np.flatnonzero(kept.any(axis=1))
     columns = np.flatnonzero(kept.any(axis=0))
@@ -86,7 +86,7 @@ def to_model_input_and_box(
         (left + columns[-1] + 1) * scale_x,
         (top + rows[-1] + 1) * scale_y,
     )
-    return model_input, tuple(float(value) for value in box)  # type: ignore[return-value]
+    return model_input, tuple(float(value) for value in box), kept  # type: ignore[return-value]
 
 
 def ink_map(image: Image.Image) -> FloatArray:

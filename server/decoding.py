@@ -35,7 +35,15 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from model.numbers import Box, Candidate, Piece, candidates, ink_pieces, picture_pieces
+from model.numbers import (
+    Box,
+    Candidate,
+    Piece,
+    candidates,
+    ink_pieces,
+    may_hold_several,
+    picture_pieces,
+)
 from model.preprocess import FloatArray, ink_map, to_model_input_and_box
 from model.strokes import (
     Indices,
@@ -104,7 +112,8 @@ class Prepared:
     """A decoded picture: the model input (None when it has no ink) and, if asked, its PNG.
 
     `box` is where its ink lies, in the picture's (or canvas's) pixels; `pieces` how many
-    strokes it has, for ink (None for a picture: its pieces are found only if it is split).
+    strokes it has, for ink; for a picture 1 when it is surely one piece, else None (its
+    pieces are found only if it is split).
     A `SplitRequest` is prepared as a `split` and no model input.
     """
 
@@ -158,8 +167,10 @@ def prepare(
 
 
 def _prepare_image(image: Image.Image, include_input: bool) -> Prepared:
-    model_input, box = to_model_input_and_box(image)
-    return Prepared(model_input, input_png(model_input) if include_input else None, box)
+    model_input, box, kept = to_model_input_and_box(image)
+    # One piece, or unknown until split: a picture's pieces are found only by splitting it.
+    pieces = None if may_hold_several(kept) else 1
+    return Prepared(model_input, input_png(model_input) if include_input else None, box, pieces)
 
 
 def _prepare_ink(
