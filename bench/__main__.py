@@ -339,7 +339,7 @@ async def measure_server(
     for drawers in options.picture_drawers:
         jobs = open_loop_jobs(url, pictures, drawers, options, options.duration_s)
         await run(f"{drawers} drawers, pictures", jobs, drawers, "pictures")
-    if options.saturation_s > 0:
+    if options.saturation_s > 0 and options.saturation_clients > 0:
         print("  saturation, ink ...", flush=True)
         tallies, measured = await scenario(pool, server, saturation_jobs(url, ink, options))
         tally = merged(tallies)
