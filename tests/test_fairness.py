@@ -59,6 +59,14 @@ async def draw_ink(socket: ClientConnection, digit: int, first_seq: int, pause_s
     return seq - 1
 
 
+async def send_forty(socket: ClientConnection, message: str) -> None:
+    """Send a message (with `"seq":0`) 40 times, renumbered, 20 a second: a tenth of the
+    message limit."""
+    for seq in range(40):
+        await socket.send(message.replace('"seq":0', f'"seq":{seq}', 1))
+        await asyncio.sleep(0.05)
+
+
 async def draw_digits(server: RunningServer) -> list[dict[str, Any]]:
     """A person drawing 7, 1, 4, 7 as ink, clearing after each; every message answered."""
     async with connected(server) as (socket, _):
@@ -96,10 +104,7 @@ async def test_costly_messages_are_held_to_the_connections_share(
 
     async def attack() -> None:
         async with connected(server) as (socket, _):
-            # 20 a second, a tenth of the message limit.
-            for seq in range(40):
-                await socket.send(hostile.replace('"seq":0', f'"seq":{seq}', 1))
-                await asyncio.sleep(0.05)
+            await send_forty(socket, hostile)
             # Its newest message is answered only once its debt is paid: wait for refusals.
             async with asyncio.timeout(3 * TIMEOUT_S):
                 async for text in socket:
@@ -130,9 +135,7 @@ async def test_splitting_is_paid_by_the_connection_that_asks_for_it(
 
     async def attack() -> None:
         async with connected(server) as (socket, _):
-            for seq in range(40):
-                await socket.send(hostile.replace('"seq":0', f'"seq":{seq}', 1))
-                await asyncio.sleep(0.05)
+            await send_forty(socket, hostile)
             async with asyncio.timeout(3 * TIMEOUT_S):
                 async for text in socket:
                     message = json.loads(text)
