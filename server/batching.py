@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from model.inference import Classifier, read_model_info
+from model.inference import Classifier
 from model.numbers import Box, NumberReading, is_one_digit, read_number, whole_reading
 from model.preprocess import FloatArray
 from server.config import Settings
@@ -144,7 +144,6 @@ class InferenceWorker:
         self.settings = settings
         self.metrics = metrics
         self.classifier: Classifier | None = None
-        self.not_digit_threshold = read_model_info(settings.model_path).not_digit_threshold
         self._limits = DecodeLimits(settings.max_message_bytes, settings.max_pixels)
         self._decode_pool: Executor | None = None
         self._model_thread = ThreadPoolExecutor(1, "model")
@@ -181,6 +180,13 @@ class InferenceWorker:
             asyncio.create_task(self._run_decoding()),
             asyncio.create_task(self._run_model(classifier)),
         ]
+
+    @property
+    def not_digit_threshold(self) -> float:
+        """The loaded model's rejection threshold, from its metrics.json."""
+        if self.classifier is None:
+            raise RuntimeError("the model is not loaded yet")
+        return self.classifier.info.not_digit_threshold
 
     def _load(self) -> Classifier:
         classifier = Classifier(self.settings.model_path)
