@@ -9,6 +9,7 @@ import itertools
 import math
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
@@ -122,23 +123,37 @@ def pen_path(
     left = generator.uniform(0.02 * width, max(0.02 * width, width - size * 1.05))
     top = generator.uniform(0.02 * height, max(0.02 * height, height - size))
     tremor = generator.uniform(0.0, 0.006) * size
+    hand = Hand(left, top, size, slant, aspect, turn, tremor)
     paths = [_wobbled(path, generator) for path in DIGIT_PATHS[digit]]
     total = sum(_length(path) for path in paths)
     strokes: Strokes = []
     for path in paths:
         count = max(2, round(points * _length(path) / total))
-        stroke = []
-        for x, y in _resampled(path, count):
-            x, y = (x - 0.5) * aspect - slant * (y - 0.5), y - 0.5
-            x, y = x * math.cos(turn) - y * math.sin(turn), x * math.sin(turn) + y * math.cos(turn)
-            stroke.append(
-                (
-                    left + size * (0.5 + x) + generator.gauss(0.0, tremor),
-                    top + size * (0.5 + y) + generator.gauss(0.0, tremor),
-                )
-            )
-        strokes.append(stroke)
+        strokes.append([hand.place(point, generator) for point in _resampled(path, count)])
     return strokes
+
+
+@dataclass(frozen=True)
+class Hand:
+    """How a hand puts a drawing of the unit square on a canvas: sized, slanted, turned, shaky."""
+
+    left: float
+    top: float
+    size: float
+    slant: float
+    aspect: float
+    turn: float  # Radians.
+    tremor: float  # Pixels, the standard deviation of each point's nudge.
+
+    def place(self, point: Point, generator: random.Random) -> Point:
+        """A point of the unit square, on the canvas."""
+        x, y = (point[0] - 0.5) * self.aspect - self.slant * (point[1] - 0.5), point[1] - 0.5
+        cos, sin = math.cos(self.turn), math.sin(self.turn)
+        x, y = x * cos - y * sin, x * sin + y * cos
+        return (
+            self.left + self.size * (0.5 + x) + generator.gauss(0.0, self.tremor),
+            self.top + self.size * (0.5 + y) + generator.gauss(0.0, self.tremor),
+        )
 
 
 def _wobbled(path: Sequence[Point], generator: random.Random) -> list[Point]:

@@ -43,7 +43,7 @@ from model import METRICS_PATH, MODEL_PATH
 from model.architecture import NOT_DIGIT
 from model.strokes import strokes_to_model_input
 from tests.conftest import TIMEOUT_S, start_server
-from tests.drawing import Point, Strokes, draw_strokes, encode, pen_path
+from tests.drawing import Hand, Point, Strokes, draw_strokes, encode, pen_path
 from tests.test_architecture import is_inference_only
 from train import finetune
 
@@ -82,6 +82,7 @@ def hand_drawn(
     left = generator.uniform(0.02 * width, width - 1.02 * size)
     top = generator.uniform(0.02 * height, height - 1.02 * size)
     tremor = generator.uniform(0.0, 0.006) * size
+    hand = Hand(left, top, size, slant, aspect, turn, tremor)
     strokes: Strokes = []
     for path in template:
         corners = [(x + generator.gauss(0, 0.025), y + generator.gauss(0, 0.025)) for x, y in path]
@@ -93,17 +94,7 @@ def hand_drawn(
                 for step in range(steps)
             ]
         unit.append(corners[-1])
-        stroke = []
-        for x, y in unit:
-            x, y = (x - 0.5) * aspect - slant * (y - 0.5), y - 0.5
-            x, y = x * math.cos(turn) - y * math.sin(turn), x * math.sin(turn) + y * math.cos(turn)
-            stroke.append(
-                (
-                    left + size * (0.5 + x) + generator.gauss(0.0, tremor),
-                    top + size * (0.5 + y) + generator.gauss(0.0, tremor),
-                )
-            )
-        strokes.append(stroke)
+        strokes.append([hand.place(point, generator) for point in unit])
     return strokes
 
 
