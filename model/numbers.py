@@ -394,10 +394,10 @@ def _picture_slant(ink: FloatArray) -> float:
     columns = np.flatnonzero(ink.any(axis=0))
     if len(rows) == 0:
         return 0.0
-    # Only the ink and a margin for the blur: a canvas is mostly paper.
+    # Only the ink, with a margin of paper for the blur: a canvas is mostly paper, and ink
+    # cut out tightly (or at a picture's edge) blurs as it would with paper around it.
     margin = int(3 * SLANT_BLUR) + 1
-    window = ink[max(0, rows[0] - margin) : rows[-1] + margin + 1,
-                 max(0, columns[0] - margin) : columns[-1] + margin + 1]
+    window = np.pad(ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1], margin)
     # Smoothed first: the staircase edges of a slanted stroke are only level and upright.
     down, across = np.gradient(ndimage.gaussian_filter(window.astype(np.float32), SLANT_BLUR))
     steep = np.abs(across) > np.abs(down)

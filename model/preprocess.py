@@ -25,6 +25,7 @@ does as little float work as it can, because a browser canvas is mostly paper:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,28 +66,40 @@ def to_model_input(image: Image.Image) -> FloatArray | None:
     return to_model_input_and_box(image)[0]
 
 
+@dataclass(frozen=True)
+class InkCut:
+    """A picture's ink map cut to a box around all its ink (`ink_map`'s, from `origin` on),
+    and the picture's pixels per ink-map pixel (above 1 when the picture was reduced)."""
+
+    ink: FloatArray
+    origin: tuple[int, int]  # The cut's top left corner in the ink map: (left, top).
+    scale: tuple[float, float]  # (x, y)
+
+
 def to_model_input_and_box(
     image: Image.Image,
-) -> tuple[FloatArray | None, tuple[float, float, float, float] | None, NDArray[np.bool_]]:
+) -> tuple[FloatArray | None, tuple[float, float, float, float] | None, NDArray[np.bool_], InkCut]:
     """`to_model_input`, the box of the ink it kept (x0, y0, x1, y1 in the picture's own
-    pixels; None for both when it has no ink), and which pixels of the cut ink it kept."""
+    pixels; None for both when it has no ink), which pixels of the cut ink it kept, and the
+    cut ink itself: enough to split the picture into pieces without reading it again."""
     pixels = _pixels(image)
     ink, (top, left) = _ink_around_the_digit(pixels)
+    # A large picture was reduced before its ink was read: boxes are in its own pixels.
+    scale_x, scale_y = image.width / pixels.shape[1], image.height / pixels.shape[0]
+    cut = InkCut(ink, (left, top), (scale_x, scale_y))
     model_input = ink_to_model_input(ink)
     if model_input is None:
-        return None, None, np.zeros((0, 0), dtype=bool)
+        return None, None, np.zeros((0, 0), dtype=bool), cut
     kept = ink >= NOISE_FLOOR * float(ink.max())
     rows = np.flatnonzero(kept.any(axis=1))
     columns = np.flatnonzero(kept.any(axis=0))
-    # A large picture was reduced before its ink was read: boxes are in its own pixels.
-    scale_x, scale_y = image.width / pixels.shape[1], image.height / pixels.shape[0]
     box = (
         (left + columns[0]) * scale_x,
         (top + rows[0]) * scale_y,
         (left + columns[-1] + 1) * scale_x,
         (top + rows[-1] + 1) * scale_y,
     )
-    return model_input, tuple(float(value) for value in box), kept  # type: ignore[return-value]
+    return model_input, tuple(float(value) for value in box), kept, cut  # type: ignore[return-value]
 
 
 def ink_map(image: Image.Image) -> FloatArray:

@@ -482,7 +482,8 @@ class InferenceWorker:
             request.future.set_result(self._whole_prediction(whole))
             return
         # Not one digit, and more than one piece: split it, ahead of every waiting request.
-        picture = ready.picture
+        # A picture is split from the ink its first pass cut out, ink from its strokes.
+        picture = ready.picture if prepared.ink is None else prepared.ink
         readings = request.readings if isinstance(picture, PackedInk) else None
         known = frozenset(readings) if readings else frozenset()
         cost_ms = split_cost_ms(ready.decode_ms, prepared.pieces or PICTURE_PIECES_GUESS)

@@ -44,7 +44,7 @@ from model.numbers import (
     may_hold_several,
     picture_pieces,
 )
-from model.preprocess import FloatArray, ink_map, to_model_input_and_box
+from model.preprocess import FloatArray, InkCut, to_model_input_and_box
 from model.strokes import (
     Indices,
     Points,
@@ -86,10 +86,11 @@ class SplitRequest:
     """Ask for a picture's pieces and groups (the second pass) rather than its whole input.
 
     Groups of ink whose key is in `known` are listed without being drawn: the connection
-    already has their reading from an earlier split of the same, growing drawing.
+    already has their reading from an earlier split of the same, growing drawing. A picture
+    comes as the ink its first pass cut out (`Prepared.ink`), so it is not read twice.
     """
 
-    picture: Picture
+    picture: Picture | InkCut
     known: frozenset[GroupKey] = frozenset()
 
 
@@ -113,7 +114,7 @@ class Prepared:
 
     `box` is where its ink lies, in the picture's (or canvas's) pixels; `pieces` how many
     strokes it has, for ink; for a picture 1 when it is surely one piece, else None (its
-    pieces are found only if it is split).
+    pieces are found only if it is split, from its cut-out `ink`).
     A `SplitRequest` is prepared as a `split` and no model input.
     """
 
@@ -122,6 +123,7 @@ class Prepared:
     box: Box | None = None
     pieces: int | None = None
     split: Split | None = None
+    ink: InkCut | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,10 @@ def prepare(
     """Decode and preprocess one picture, or split it; raises ImageError."""
     preprocess: Callable[[], Prepared]
     target = picture.picture if isinstance(picture, SplitRequest) else picture
-    if isinstance(target, PackedInk | StrokesSnapshot):
+    if isinstance(target, InkCut):
+        described = f"a {target.ink.shape[1]}x{target.ink.shape[0]} cut of a picture's ink"
+        preprocess = partial(_split_image, target)
+    elif isinstance(target, PackedInk | StrokesSnapshot):
         # Ink is drawn straight into the model input: it never becomes a canvas-sized picture.
         points, starts = _points(target)
         described = f"{len(starts)} strokes on a {target.width}x{target.height} canvas"
@@ -154,7 +159,7 @@ def prepare(
         image = open_image(data, limits.max_pixels)
         described = f"a {image.width}x{image.height} {image.mode} picture"
         if isinstance(picture, SplitRequest):
-            preprocess = partial(_split_image, image)
+            preprocess = partial(_split_image, to_model_input_and_box(image)[3])
         else:
             preprocess = partial(_prepare_image, image, include_input)
     try:
@@ -167,10 +172,12 @@ def prepare(
 
 
 def _prepare_image(image: Image.Image, include_input: bool) -> Prepared:
-    model_input, box, kept = to_model_input_and_box(image)
-    # One piece, or unknown until split: a picture's pieces are found only by splitting it.
-    pieces = None if may_hold_several(kept) else 1
-    return Prepared(model_input, input_png(model_input) if include_input else None, box, pieces)
+    model_input, box, kept, cut = to_model_input_and_box(image)
+    png = input_png(model_input) if include_input else None
+    if not may_hold_several(kept):
+        return Prepared(model_input, png, box, pieces=1)
+    # Unknown until split: its pieces are found from the ink cut out here, if it is split.
+    return Prepared(model_input, png, box, pieces=None, ink=cut)
 
 
 def _prepare_ink(
@@ -208,21 +215,20 @@ def _split_ink(
     return Prepared(None, None, split=Split(_boxes_only(pieces), tuple(groups), keys))
 
 
-def _split_image(image: Image.Image) -> Prepared:
-    ink = ink_map(image)
-    pieces = picture_pieces(ink)
-    # A large picture was reduced before its ink was read: boxes are in its own pixels.
-    scale = (image.width / max(ink.shape[1], 1), image.height / max(ink.shape[0], 1))
+def _split_image(cut: InkCut) -> Prepared:
+    pieces = picture_pieces(cut.ink)
     groups: list[Candidate] = []
     if len(pieces) <= MAX_SPLIT_PIECES:
         groups = [
-            dataclasses.replace(group, box=_scaled(group.box, scale))
-            for group in candidates(pieces, ink=ink)
+            dataclasses.replace(group, box=_placed(group.box, cut))
+            for group in candidates(pieces, ink=cut.ink)
         ]
+    # Upright boxes move with the others: the shift is the same for every piece, and the
+    # search compares them only with each other.
     boxes = tuple(
         Piece(
-            _scaled(piece.box, scale),
-            upright=None if piece.upright is None else _scaled(piece.upright, scale),
+            _placed(piece.box, cut),
+            upright=None if piece.upright is None else _placed(piece.upright, cut),
         )
         for piece in pieces
     )
@@ -234,8 +240,16 @@ def _boxes_only(pieces: Sequence[Piece]) -> tuple[Piece, ...]:
     return tuple(Piece(piece.box, upright=piece.upright) for piece in pieces)
 
 
-def _scaled(box: Box, scale: tuple[float, float]) -> Box:
-    return (box[0] * scale[0], box[1] * scale[1], box[2] * scale[0], box[3] * scale[1])
+def _placed(box: Box, cut: InkCut) -> Box:
+    """A box in a cut's ink, in the picture's own pixels: moved to where the cut lies in
+    the ink map, and scaled up where a large picture was reduced before its ink was read."""
+    (left, top), (scale_x, scale_y) = cut.origin, cut.scale
+    return (
+        (box[0] + left) * scale_x,
+        (box[1] + top) * scale_y,
+        (box[2] + left) * scale_x,
+        (box[3] + top) * scale_y,
+    )
 
 
 def _points(ink: PackedInk | StrokesSnapshot) -> tuple[Points, Indices]:

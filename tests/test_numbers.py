@@ -492,3 +492,51 @@ def test_the_ink_set_traces_digits_into_strokes_left_to_right() -> None:
     assert all(first[0] < second[0] for first, second in itertools.pairwise(drawn.boxes))
     points = np.array([point for stroke in drawn.strokes for point in stroke])
     assert points.min() >= 0 and (points.max(axis=0) <= (drawn.width, drawn.height)).all()
+
+
+@pytest.mark.parametrize("size", ["canvas", "at-the-edge", "reduced"])
+def test_a_picture_is_split_from_the_ink_its_first_read_cut_out(size: str) -> None:
+    """The server splits a rejected picture from the ink its first pass cut out around the
+    drawing, not by reading the picture again: the pieces, groups, boxes (in the picture's
+    own pixels) and model inputs are those of the whole picture's ink map, also when the
+    ink touches the picture's edge and when a large picture was reduced first."""
+    from server.decoding import DecodeLimits, SplitRequest, prepare
+
+    strokes = written(TWO, SEVEN_IN_TWO, ONE, slant=0.2, gap=0.1)
+    image = Image.open(io.BytesIO(picture(strokes)))
+    if size == "at-the-edge":
+        image = image.crop((70, 60, 560, 250))
+    elif size == "reduced":
+        image = image.resize((image.width * 3, image.height * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    limits = DecodeLimits(10_000_000, 50_000_000)
+
+    first = prepare(buffer.getvalue(), limits, include_input=False)
+    assert first.pieces is None and first.ink is not None
+    split = prepare(SplitRequest(first.ink), limits, include_input=False).split
+    assert split is not None
+
+    ink = ink_map(image)
+    scale = (image.width / ink.shape[1], image.height / ink.shape[0])
+    pieces = picture_pieces(ink)
+    groups = candidates(pieces, ink=ink)
+    assert len(pieces) >= 3
+    assert len(split.pieces) == len(pieces) and len(split.groups) == len(groups)
+
+    def in_picture(box: tuple[float, float, float, float]) -> list[float]:
+        return [box[0] * scale[0], box[1] * scale[1], box[2] * scale[0], box[3] * scale[1]]
+
+    for mine, whole in zip(split.pieces, pieces, strict=True):
+        assert list(mine.box) == pytest.approx(in_picture(whole.box))
+    # Upright boxes (slant undone) agree up to one shift along x, the same for every piece.
+    mine_upright = np.array([piece.upright for piece in split.pieces], dtype=np.float64)
+    whole_upright = np.array([in_picture(piece.upright) for piece in pieces], dtype=np.float64)
+    shift = mine_upright[0, 0] - whole_upright[0, 0]
+    np.testing.assert_allclose(mine_upright[:, [0, 2]] - shift, whole_upright[:, [0, 2]], atol=1e-6)
+    np.testing.assert_allclose(mine_upright[:, [1, 3]], whole_upright[:, [1, 3]], atol=1e-6)
+    for mine_group, whole_group in zip(split.groups, groups, strict=True):
+        assert (mine_group.first, mine_group.last) == (whole_group.first, whole_group.last)
+        assert list(mine_group.box) == pytest.approx(in_picture(whole_group.box))
+        assert mine_group.model_input is not None and whole_group.model_input is not None
+        np.testing.assert_allclose(mine_group.model_input, whole_group.model_input, atol=1e-6)
