@@ -311,7 +311,8 @@ class InferenceWorker:
         for request in requests:
             try:
                 cost = request.cost_ms()
-                pictures.append((request.take(), request.include_input))
+                pictures.append((_with_split(request.take(), request.readings),
+                                 request.include_input))
             except Exception as error:
                 request.future.set_exception(error)
             else:
@@ -388,6 +389,15 @@ class InferenceWorker:
             return
         prepared: Prepared | None = outcome.prepared
         assert prepared is not None
+        if prepared.split is not None and prepared.model_input is not None:
+            # Whole and split in one pass: the whole drawing's input, then the new groups'.
+            assert isinstance(picture, SplitRequest) and isinstance(picture.picture, PackedInk)
+            if request.spend is not None:
+                request.spend(max(0.0, outcome.seconds * 1000.0 - cost_ms))
+            new = self._new_groups(prepared.split)
+            self._ready.append(Ready(np.stack([prepared.model_input, *new]), request,
+                                     picture.picture, prepared, decode_ms=cost_ms))
+            return
         if prepared.split is not None:
             assert request.whole is not None
             if request.spend is not None:
@@ -397,10 +407,7 @@ class InferenceWorker:
                 # Too many pieces to split, or none left after the specks: one `?`.
                 request.future.set_result(self._whole_prediction(request.whole))
                 return
-            new = [group.model_input for group in prepared.split.groups
-                   if group.model_input is not None]
-            self.metrics.split_groups.labels("drawn").inc(len(new))
-            self.metrics.split_groups.labels("kept").inc(len(prepared.split.groups) - len(new))
+            new = self._new_groups(prepared.split)
             if not new:
                 # Every group was scored before: nothing for the model to do.
                 self._read(Ready(np.zeros((0, 28, 28), np.float32), request, prepared=prepared),
@@ -415,6 +422,13 @@ class InferenceWorker:
         self._ready.append(
             Ready(prepared.model_input[None], request, picture, prepared, decode_ms=cost_ms)
         )
+
+    def _new_groups(self, split: Split) -> list[FloatArray]:
+        """The model inputs of a split's groups not read before, counted in the metrics."""
+        new = [group.model_input for group in split.groups if group.model_input is not None]
+        self.metrics.split_groups.labels("drawn").inc(len(new))
+        self.metrics.split_groups.labels("kept").inc(len(split.groups) - len(new))
+        return new
 
     async def _run_model(self, classifier: Classifier) -> None:
         """Forever: run one model call for everything decoded so far, hand out the rows."""
@@ -478,6 +492,15 @@ class InferenceWorker:
             return
         assert prepared.box is not None and ready.picture is not None
         whole = Whole(rows[0], prepared.box, prepared.input_png)
+        if prepared.split is not None:
+            # Read whole and split in one pass: the split is the answer unless it is one digit.
+            self.metrics.splits.labels("one").inc()
+            rows = _all_rows(prepared.split, rows[1:], request.readings)
+            if is_one_digit(whole.row, threshold) or (prepared.pieces or 2) < 2:
+                request.future.set_result(self._whole_prediction(whole))
+            else:
+                request.future.set_result(self._split_prediction(whole, prepared.split, rows))
+            return
         if is_one_digit(rows[0], threshold) or (prepared.pieces or 2) < 2:
             request.future.set_result(self._whole_prediction(whole))
             return
@@ -498,7 +521,7 @@ class InferenceWorker:
                 whole=whole,
             )
         )
-        self.metrics.splits.inc()
+        self.metrics.splits.labels("two").inc()
         self._wake.set()
 
     def _whole_prediction(self, whole: Whole) -> Prediction:
@@ -516,6 +539,23 @@ class InferenceWorker:
         if number is None:
             number = whole_reading(whole.row, whole.box, threshold)
         return make_prediction(whole.row, threshold, number, whole.input_png)
+
+
+def _with_split(
+    picture: Picture | SplitRequest, readings: Readings | None
+) -> Picture | SplitRequest:
+    """Ink that was split before, in the same generation and canvas, is read whole and split
+    in one pass: while a number is written, every update is one. Readings of an earlier
+    generation are dropped."""
+    if not isinstance(picture, PackedInk) or not readings:
+        return picture
+    generation, width, height, line_width, _ = next(iter(readings))
+    if (generation, width, height, line_width) != (
+        picture.generation, picture.width, picture.height, picture.line_width
+    ):
+        readings.clear()
+        return picture
+    return SplitRequest(picture, frozenset(readings), whole=True)
 
 
 def _all_rows(

@@ -88,10 +88,13 @@ class SplitRequest:
     Groups of ink whose key is in `known` are listed without being drawn: the connection
     already has their reading from an earlier split of the same, growing drawing. A picture
     comes as the ink its first pass cut out (`Prepared.ink`), so it is not read twice.
+    With `whole`, ink is also prepared whole in the same pass (its model input, box and
+    pieces beside the split): a drawing already split is most likely still a number.
     """
 
     picture: Picture | InkCut
     known: frozenset[GroupKey] = frozenset()
+    whole: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ class Prepared:
     `box` is where its ink lies, in the picture's (or canvas's) pixels; `pieces` how many
     strokes it has, for ink; for a picture 1 when it is surely one piece, else None (its
     pieces are found only if it is split, from its cut-out `ink`).
-    A `SplitRequest` is prepared as a `split` and no model input.
+    A `SplitRequest` is prepared as a `split` and no model input, or with `whole` as both.
     """
 
     model_input: FloatArray | None
@@ -152,6 +155,11 @@ def prepare(
         if isinstance(picture, SplitRequest):
             strokes = np.split(points, starts[1:]) if len(points) else []
             preprocess = partial(_split_ink, strokes, target, picture.known)
+            if picture.whole:
+                preprocess = partial(
+                    _whole_and_split, partial(_prepare_ink, points, starts, target, include_input),
+                    preprocess,
+                )
         else:
             preprocess = partial(_prepare_ink, points, starts, target, include_input)
     else:
@@ -190,6 +198,14 @@ def _prepare_ink(
     box = ink_box(points, ink.width, ink.height, ink.line_width)
     strokes = np.split(points, starts[1:])
     return Prepared(model_input, png, box, len(ink_pieces(strokes, ink.line_width)))
+
+
+def _whole_and_split(whole: Callable[[], Prepared], split: Callable[[], Prepared]) -> Prepared:
+    """The whole drawing prepared, with its split beside it (none when it has no ink)."""
+    prepared = whole()
+    if prepared.model_input is None:
+        return prepared
+    return dataclasses.replace(prepared, split=split().split)
 
 
 def _split_ink(

@@ -86,7 +86,10 @@ class Metrics:
 
         self.splits = Counter(
             "digits_splits",
-            "Drawings rejected as one digit and split into pieces, to be read as a number.",
+            "Drawings rejected as one digit and split into pieces, to be read as a number:"
+            " in a second pass after the whole was read, or in one pass with it (ink that"
+            " was split before: a number being written).",
+            ["passes"],
             registry=self.registry,
         )
         self.split_groups = Counter(

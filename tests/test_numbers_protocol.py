@@ -252,9 +252,11 @@ async def read_fresh(server: RunningServer, strokes: list[list[Point]], **canvas
 async def test_kept_readings_give_what_a_fresh_reading_gives(server: RunningServer) -> None:
     """A number drawn point by point, with an undo, a redrawn stroke and a turned canvas,
     reads exactly as the same final strokes read afresh: rows kept from earlier splits
-    are only ever the rows of the same strokes."""
+    are only ever the rows of the same strokes, and once split, the growing number is read
+    whole and split in one pass."""
     kept = 'digits_split_groups_total\\{source="kept"\\}'
-    kept_before = await metric(server, kept)
+    one_pass = 'digits_splits_total\\{passes="one"\\}'
+    kept_before, one_pass_before = await metric(server, kept), await metric(server, one_pass)
     strokes = number_strokes("3581")
     async with connected(server) as (socket, _):
         seq = -1
@@ -289,3 +291,4 @@ async def test_kept_readings_give_what_a_fresh_reading_gives(server: RunningServ
         [x for d in fresh_half["digits"] for x in d["box"]], abs=0.2
     )
     assert await metric(server, kept) > kept_before, "rows of unchanged groups were kept"
+    assert await metric(server, one_pass) > one_pass_before, "a growing number was read in one pass"
