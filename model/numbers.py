@@ -56,6 +56,10 @@ SURVEY_SIDE = 96
 # by side are about as wide as tall): it is also cut. Measured on 2 x 300 numbers of
 # `python -m train.numbers`: 1.25, 1.0 and 0.85 read the same.
 TOUCHING_ASPECT = 1.0
+# ... and, for a picture of one part, at least this many pen widths tall: a stroke being
+# drawn (a dot, the bar of a 7, the top of a 2) is 1-4, digits that touch 5 or more (MNIST's
+# about 8; the page's pen is a 28th of the pad, a digit a third of it or more).
+TOUCHING_PENS = 4.0
 # ... and at least this share of the tallest component's height.
 CUT_HEIGHT_SHARE = 0.6
 # Most cuts tried in one component.
@@ -240,16 +244,15 @@ def candidates(
 
 def may_hold_several(kept: NDArray[np.bool_]) -> bool:
     """Whether a picture's ink (which pixels are ink) may be more than one piece: two or more
-    parts that are not specks, or one part wide enough to be digits that touch.
+    parts that are not specks, or one part wide enough, and tall enough for its pen, to be
+    digits that touch.
 
     A cheap look, on the ink reduced to at most SURVEY_SIDE pixels a side, that spares a
-    rejected fragment of one digit (the common case while a digit is drawn) a split that
-    would find a single piece."""
+    rejected fragment of one digit (the common case while a digit is drawn: a dot, the bar
+    of a 7, the top of a 2) a split that would find a single piece or cut one stroke."""
     height, width = kept.shape
     if not kept.any():
         return False
-    if width >= TOUCHING_ASPECT * height:
-        return True
     factor = max(1, math.ceil(max(height, width) / SURVEY_SIDE))
     if factor > 1:
         padded = np.zeros((-(-height // factor) * factor, -(-width // factor) * factor), bool)
@@ -260,7 +263,17 @@ def may_hold_several(kept: NDArray[np.bool_]) -> bool:
     labels, _ = ndimage.label(kept, structure=np.ones((3, 3), dtype=bool))
     sides = [max(rows.stop - rows.start, columns.stop - columns.start)
              for rows, columns in ndimage.find_objects(labels)]
-    return sum(bool(side >= SPECK_FRACTION * max(sides)) for side in sides) >= 2
+    if sum(bool(side >= SPECK_FRACTION * max(sides)) for side in sides) >= 2:
+        return True
+    return width >= TOUCHING_ASPECT * height and _pens_tall(kept) >= TOUCHING_PENS
+
+
+def _pens_tall(kept: NDArray[np.bool_]) -> float:
+    """How many pen widths tall the ink is; the pen is twice the 95th percentile of the ink's
+    distance to paper (its middle, where strokes are not crossed)."""
+    distance = ndimage.distance_transform_edt(np.pad(kept, 1))
+    pen = 2.0 * float(np.quantile(distance[distance > 0], 0.95))
+    return float(kept.shape[0]) / max(pen, 1.0)
 
 
 def is_one_digit(row: NDArray[np.float32], not_digit_threshold: float) -> bool:

@@ -52,11 +52,18 @@ from model.numbers import (
     NumberReading,
     candidates,
     is_one_digit,
+    may_hold_several,
     picture_pieces,
     read_number,
     whole_reading,
 )
-from model.preprocess import FloatArray, ink_map, ink_to_model_input, to_model_input
+from model.preprocess import (
+    FloatArray,
+    ink_map,
+    ink_to_model_input,
+    to_model_input,
+    to_model_input_and_box,
+)
 from model.strokes import strokes_to_model_input
 from train.canvas import canvas_picture, canvas_set
 from train.data import Mnist, load_mnist
@@ -168,13 +175,14 @@ def read_picture(
 
     `row` is the whole picture's probabilities when they are known already (a batch).
     """
+    whole, _, kept, _ = to_model_input_and_box(Image.open(io.BytesIO(png)))
+    if whole is None:
+        return None
     if row is None:
-        whole = to_model_input(Image.open(io.BytesIO(png)))
-        if whole is None:
-            return None
         row = classifier.predict(whole[None])[0]
     ink = ink_map(Image.open(io.BytesIO(png)))
-    if is_one_digit(row, threshold):
+    # The server's cheap look too: a picture that is surely one piece is not split.
+    if is_one_digit(row, threshold) or not may_hold_several(kept):
         return whole_reading(row, _ink_box(ink), threshold)
     pieces = picture_pieces(ink)
     if len(pieces) <= 1:
