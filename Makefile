@@ -28,11 +28,11 @@ train: $(STAMP)  ## Train the served CNN (ten digits and "not a digit") and writ
 
 bench: $(STAMP)  ## Replay the page's recorded traffic against the server: load, saturation, attacks, corrections
 	$(PY) -m bench
-	$(PY) -m bench --numbers 4 --workers 2 --many 0 --ceiling-duration 0
+	$(PY) -m bench --numbers --workers 2 --many 0 --ceiling-duration 0
 	$(PY) -m bench --attack
 	$(PY) -m bench.corrections
 
-bench-record: $(STAMP)  ## Record what the page sends while digits are drawn on it, for make bench
+bench-record: $(STAMP)  ## Record what the page sends while digits and numbers are drawn on it, for make bench
 	$(PY) -m bench.record
 
 clean:

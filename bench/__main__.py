@@ -1,11 +1,13 @@
 """`make bench`: drive a real server with what the page really sends, and report honestly.
 
-Run:  make bench   (both of these:)
+Run:  make bench   (these, among others:)
       .venv/bin/python -m bench [--workers 1 2] [--duration 45] [--ink-drawers 64 256] ...
+      .venv/bin/python -m bench --numbers [--workers 2] ...
       .venv/bin/python -m bench --attack [--attack-duration 20]
 
 Traffic is the page's own, recorded by `python -m bench.record` into
-bench/fixtures/page-ink.json: ink messages 20 a second while the pen moves, re-sequenced per
+bench/fixtures/page-ink.json: single digits, or with `--numbers` numbers of 3 to 5 digits
+written across the pad; ink messages 20 a second while the pen moves, re-sequenced per
 connection, or in the picture mode the page-format PNG of the canvas after each of them (as
 binary frames). Drawers rest 0.5 to 2 s between drawings (seeded) and every update counts:
 one the server skipped (latest wins) counts with the latency to the answer that covered it.
@@ -44,7 +46,6 @@ from bench import attack, measure, report
 from bench.drawings import (
     FIXTURE_PATH,
     Drawing,
-    as_numbers,
     describe,
     load_drawings,
     slowed,
@@ -114,8 +115,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="clients offer permessage-deflate, as browsers do (default: off)",
     )
     parser.add_argument(
-        "--numbers", type=int, default=0,
-        help="write numbers of this many recorded digits side by side (0: single digits)",
+        "--numbers",
+        action="store_true",
+        help="replay the recorded numbers (3 to 5 digits) instead of the single digits",
     )
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--fixture", type=Path, default=FIXTURE_PATH)
@@ -434,7 +436,7 @@ def attack_run(options: Options, drawings: list[Drawing], results: dict[str, Any
     from bench.pictures import drawing_frames
 
     victim = [Replay.ink(slowed(drawing, 2)) for drawing in drawings]
-    desktop = next(d for d in drawings if d.width == 440)
+    desktop = next(d for d in drawings if d.device.startswith("desktop"))
     page_picture = drawing_frames(desktop)[-1]
     phases: list[tuple[str, list[str]]] = [
         ("quiet", []),
@@ -502,9 +504,14 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.deflate:
         # Read by bench.load in every generator process, which are spawned after this.
         os.environ[DEFLATE_VARIABLE] = "1"
-    drawings = load_drawings(arguments.fixture)
-    if arguments.numbers:
-        drawings = as_numbers(drawings, arguments.numbers, arguments.seed)
+    drawings = load_drawings(arguments.fixture, numbers=arguments.numbers)
+    if not drawings:
+        what = "numbers" if arguments.numbers else "digits"
+        print(
+            f"python -m bench: no {what} in {arguments.fixture}; run make bench-record",
+            file=sys.stderr,
+        )
+        return 2
     options = Options(
         workers=arguments.workers,
         ink_drawers=arguments.ink_drawers,
@@ -529,8 +536,6 @@ def main(argv: list[str] | None = None) -> int:
         "permessage_deflate": arguments.deflate,
         "traffic": describe(drawings),
     }
-    if arguments.numbers:
-        section["traffic"]["numbers_of_digits"] = arguments.numbers
     if arguments.attack:
         attack_run(options, drawings, section)
     else:

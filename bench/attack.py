@@ -7,7 +7,7 @@ Owns the attack payloads and the attackers that send them, each run in a process
 - `pictures`: a 4096x4096 PNG (`max_pixels`), mostly blank with one big digit, so that it
   compresses far below `max_bytes`, as binary frames from 2 connections at 20 a second;
 - `uploads`: 32 HTTP clients posting `POST /api/predict` as fast as they are answered, half
-  of them page-format 440x440 PNGs and half the 4096x4096 picture.
+  of them the page's PNG of a recorded desktop drawing and half the 4096x4096 picture.
 An attacker reads every answer, counts what it got (predictions, each error code, HTTP
 statuses, close codes) and reconnects at once when the server closes its connection.
 """
@@ -216,7 +216,7 @@ def run_attackers(
                 attackers += [
                     upload_client(
                         http,
-                        "upload 440x440" if number % 2 == 0 else "upload 4096x4096",
+                        "upload page picture" if number % 2 == 0 else "upload 4096x4096",
                         page_picture if number % 2 == 0 else big_picture,
                         end_at,
                         tally,

@@ -1,18 +1,18 @@
-"""The recorded drawings: what the page sent on /ws while digits were drawn on it.
+"""The recorded drawings: what the page sent on /ws while digits and numbers were drawn on it.
 
 Owns the fixture `bench/fixtures/page-ink.json` (written by `python -m bench.record`): per
-drawing, the device it was drawn on, the digit, the canvas size, every message the page sent
-(without its seq) with its send time relative to the drawing's first message, and the size
-of the PNG the page's `pad.toBlob()` makes of the canvas after each message. Also owns
-turning those messages back into wire frames with a fresh seq per connection (pre-encoded, so
-a drawer pays one concatenation per message), the ink after each message (for the picture
-mode and the ceiling), and slowing a drawing to fewer updates a second.
+drawing, the device it was drawn on, the digit or the number drawn, the canvas size, every
+message the page sent (without its seq) with its send time relative to the drawing's first
+message, and the size of the PNG the page's `pad.toBlob()` makes of the canvas after each
+message. Also owns turning those messages back into wire frames with a fresh seq per
+connection (pre-encoded, so a drawer pays one concatenation per message), the ink after each
+message (for the picture mode and the ceiling), and slowing a drawing to fewer updates a
+second.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -42,25 +42,30 @@ class Update:
 
 @dataclass(frozen=True)
 class Drawing:
-    """One digit as the page streamed it."""
+    """One digit or number as the page streamed it."""
 
     device: str
-    digit: int
+    text: str  # What was drawn: one digit ("7") or a number ("2047").
     width: int
     height: int
     updates: tuple[Update, ...]
     page_png_bytes: tuple[int, ...]  # The page's PNG of the canvas after each update.
-    # What it reads as: the digit, or the number when recorded digits were put side by side.
-    text: str = ""
 
     @property
     def duration_s(self) -> float:
         return self.updates[-1].at_s
 
     @property
+    def digit(self) -> int:
+        """The digit drawn, for a drawing of one digit."""
+        if len(self.text) != 1:
+            raise ValueError(f"{self.text} is a number, not a digit")
+        return int(self.text)
+
+    @property
     def expected(self) -> str:
         """The right reading of the whole drawing."""
-        return self.text or str(self.digit)
+        return self.text
 
 
 def make_update(at_s: float, kind: str, message: dict[str, Any]) -> Update:
@@ -70,11 +75,13 @@ def make_update(at_s: float, kind: str, message: dict[str, Any]) -> Update:
     return Update(at_s, kind, message, (prefix + '"seq":').encode(), suffix.encode())
 
 
-def load_drawings(path: Path = FIXTURE_PATH) -> list[Drawing]:
-    """The drawings of a fixture, in the order they were recorded."""
+def load_drawings(path: Path = FIXTURE_PATH, numbers: bool = False) -> list[Drawing]:
+    """The single digits of a fixture, or with `numbers` its numbers, in recorded order."""
     fixture = json.loads(path.read_text())
     drawings = []
     for entry in fixture["drawings"]:
+        if ("number" in entry) != numbers:
+            continue
         updates = []
         for at_ms, message in entry["messages"]:
             body = {key: value for key, value in message.items() if key not in ("type", "seq")}
@@ -83,7 +90,7 @@ def load_drawings(path: Path = FIXTURE_PATH) -> list[Drawing]:
         drawings.append(
             Drawing(
                 device=entry["device"],
-                digit=int(entry["digit"]),
+                text=str(entry["number"]) if numbers else str(int(entry["digit"])),
                 width=width,
                 height=height,
                 updates=tuple(updates),
@@ -173,68 +180,7 @@ def slowed(drawing: Drawing, factor: int) -> Drawing:
         else:
             merged.append(update)
             run = 1
-    return Drawing(
-        drawing.device, drawing.digit, drawing.width, drawing.height, tuple(merged), (),
-        drawing.text,
-    )
-
-
-# Numbers made of recorded digits: each digit shrunk to this share of its canvas, one placed
-# every PLACE_SHARE of a digit canvas's width, after a pause as a person moves the pen on.
-NUMBER_SCALE = 0.6
-PLACE_SHARE = 0.5
-BETWEEN_DIGITS_S = 0.3
-
-
-def as_numbers(drawings: Sequence[Drawing], length: int, seed: int) -> list[Drawing]:
-    """Numbers of `length` digits, each made of recorded drawings of one device side by side.
-
-    Every update keeps its recorded timing and points (shrunk and moved right onto a wide
-    canvas, as the page's wide drawing area gets them); the number is written digit after
-    digit, so the live path sees what a person writing "2047" sends.
-    """
-    generator = random.Random(seed)
-    numbers = []
-    for device in sorted({drawing.device for drawing in drawings}):
-        own = [drawing for drawing in drawings if drawing.device == device]
-        for _ in range(len(own)):
-            chosen = generator.sample(own, min(length, len(own)))
-            numbers.append(_side_by_side(chosen))
-    return numbers
-
-
-def _side_by_side(digits: Sequence[Drawing]) -> Drawing:
-    """Recorded digits written one after another on one wide canvas."""
-    first = digits[0]
-    cell = first.width * PLACE_SHARE
-    width = round(cell * len(digits) + first.width * (NUMBER_SCALE - PLACE_SHARE) + cell / 2)
-    height = round(first.height * NUMBER_SCALE + first.height * 0.2)
-    updates: list[Update] = []
-    strokes = 0
-    start_s = 0.0
-    for place, digit in enumerate(digits):
-        scale = NUMBER_SCALE * first.width / digit.width
-        left, top = cell / 4 + place * cell, first.height * 0.1
-        added = 0
-        for update in digit.updates:
-            if update.kind != "ink":
-                continue
-            message = update.message
-            points = [[round(left + x * scale, 1), round(top + y * scale, 1)]
-                      for x, y in message["points"]]
-            body = {
-                "width": width,
-                "height": height,
-                "line_width": round(message["line_width"] * scale, 2),
-                "stroke": strokes + message["stroke"],
-                "points": points,
-            }
-            added = max(added, message["stroke"] + 1)
-            updates.append(make_update(start_s + update.at_s, "ink", body))
-        strokes += added
-        start_s = updates[-1].at_s + BETWEEN_DIGITS_S
-    text = "".join(str(digit.digit) for digit in digits)
-    return Drawing(first.device, first.digit, width, height, tuple(updates), (), text)
+    return Drawing(drawing.device, drawing.text, drawing.width, drawing.height, tuple(merged), ())
 
 
 def describe(drawings: Sequence[Drawing]) -> dict[str, Any]:
@@ -254,7 +200,7 @@ def describe(drawings: Sequence[Drawing]) -> dict[str, Any]:
     return {
         "drawings": len(drawings),
         "devices": sorted({drawing.device for drawing in drawings}),
-        "digits": sorted({drawing.digit for drawing in drawings}),
+        "drawn": sorted({drawing.text for drawing in drawings}, key=lambda text: (len(text), text)),
         "updates": len(updates),
         "updates_by_type": {
             kind: sum(update.kind == kind for update in updates)

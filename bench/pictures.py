@@ -1,6 +1,6 @@
 """Page-format pictures: the canvas as the page's `DrawingPad.toBlob()` encodes it.
 
-An opaque RGB PNG at the canvas's CSS size (440x440 on the desktop window), `#000` strokes of
+An opaque RGB PNG at the canvas's CSS size (776x448 on the desktop window), `#000` strokes of
 the page's line width with round caps and joins on `#fff`, anti-aliased as a canvas draws
 them (see `coverage`). The file is
 written the way Chromium's encoder writes it (read from its output): 8-bit RGB, every row

@@ -10,8 +10,9 @@ from bench.drawings import Drawing
 
 METHOD = (
     "Traffic is the page's own: bench/fixtures/page-ink.json holds the ink messages the page "
-    "sent on /ws while python -m bench.record drew digits on it in headless Chromium (mouse, "
-    "800-px desktop window, 440x440 canvas; touch, emulated Pixel 7), with their send times. "
+    "sent on /ws while python -m bench.record drew digits (or, with --numbers, numbers of 3 "
+    "to 5 digits) on it in headless Chromium (mouse, 800-px desktop window, 776x448 pad; "
+    "touch, emulated Pixel 7, 388x388), with their send times. "
     "Ink drawers replay them re-sequenced per connection, 20 updates/s while the pen moves; "
     "picture drawers send the page-format PNG of the canvas after each message (RGB, CSS "
     "size, anti-aliased, encoded as Chromium does) as binary frames. Drawers rest 0.5-2 s "
@@ -37,8 +38,9 @@ METHOD = (
     "alone, then beside each attack and all together: strokes messages at every limit "
     "(4096x4096, line width 200, 20,000 points, 819,597 bytes) from 2 connections at 20/s "
     "each; 4096x4096 PNGs (67 kB) as binary frames from 2 connections at 20/s each; 32 HTTP "
-    "clients posting to /api/predict in a closed loop (half page-format 440x440 PNGs, half "
-    "the 4096x4096 one). Attackers read every answer and reconnect at once when closed."
+    "clients posting to /api/predict in a closed loop (half page-format PNGs of the desktop "
+    "pad, half the 4096x4096 one). Attackers read every answer and reconnect at once when "
+    "closed."
 )
 
 
