@@ -89,8 +89,11 @@ CHUNK_MS = 15.0
 # A picture's pieces are unknown until it is split: its split is charged as if it had these.
 PICTURE_PIECES_GUESS = 3
 
-# The model's rows for the groups of a connection's last split, by group.
-Readings = dict[GroupKey, NDArray[np.float32]]
+class Readings(dict[GroupKey, NDArray[np.float32]]):
+    """The model's rows for the groups of a connection's last split, by group; `several`:
+    whether that split read as two or more characters (a number is being written)."""
+
+    several: bool = False
 
 
 class DecodeError(Exception):
@@ -488,7 +491,9 @@ class InferenceWorker:
         if request.whole is not None:
             assert prepared.split is not None
             rows = _all_rows(prepared.split, rows, request.readings)
-            request.future.set_result(self._split_prediction(request.whole, prepared.split, rows))
+            request.future.set_result(
+                self._split_prediction(request.whole, prepared.split, rows, request.readings)
+            )
             return
         assert prepared.box is not None and ready.picture is not None
         whole = Whole(rows[0], prepared.box, prepared.input_png)
@@ -497,9 +502,13 @@ class InferenceWorker:
             self.metrics.splits.labels("one").inc()
             rows = _all_rows(prepared.split, rows[1:], request.readings)
             if is_one_digit(whole.row, threshold) or (prepared.pieces or 2) < 2:
+                if request.readings is not None:
+                    request.readings.several = False
                 request.future.set_result(self._whole_prediction(whole))
             else:
-                request.future.set_result(self._split_prediction(whole, prepared.split, rows))
+                request.future.set_result(
+                    self._split_prediction(whole, prepared.split, rows, request.readings)
+                )
             return
         if is_one_digit(rows[0], threshold) or (prepared.pieces or 2) < 2:
             request.future.set_result(self._whole_prediction(whole))
@@ -531,29 +540,34 @@ class InferenceWorker:
         return make_prediction(whole.row, threshold, number, whole.input_png)
 
     def _split_prediction(
-        self, whole: Whole, split: Split, rows: NDArray[np.float32]
+        self, whole: Whole, split: Split, rows: NDArray[np.float32], readings: Readings | None
     ) -> Prediction:
-        """The answer for a drawing read group by group: the best grouping's number."""
+        """The answer for a drawing read group by group: the best grouping's number. The
+        connection's `readings` learn whether it read as several characters."""
         threshold = self.not_digit_threshold
         number: NumberReading | None = read_number(split.pieces, split.groups, rows, threshold)
         if number is None:
             number = whole_reading(whole.row, whole.box, threshold)
+        if readings is not None:
+            readings.several = len(number.digits) > 1
         return make_prediction(whole.row, threshold, number, whole.input_png)
 
 
 def _with_split(
     picture: Picture | SplitRequest, readings: Readings | None
 ) -> Picture | SplitRequest:
-    """Ink that was split before, in the same generation and canvas, is read whole and split
-    in one pass: while a number is written, every update is one. Readings of an earlier
+    """Ink whose last split read as several characters, in the same generation and canvas,
+    is read whole and split in one pass: while a number is written, every update is one. A
+    digit drawn in two strokes, split once while half drawn, is not. Readings of an earlier
     generation are dropped."""
-    if not isinstance(picture, PackedInk) or not readings:
+    if not isinstance(picture, PackedInk) or not readings or not readings.several:
         return picture
     generation, width, height, line_width, _ = next(iter(readings))
     if (generation, width, height, line_width) != (
         picture.generation, picture.width, picture.height, picture.line_width
     ):
         readings.clear()
+        readings.several = False
         return picture
     return SplitRequest(picture, frozenset(readings), whole=True)
 

@@ -40,6 +40,7 @@ from model.numbers import (
     Candidate,
     Piece,
     candidates,
+    ink_piece_count,
     ink_pieces,
     may_hold_several,
     picture_pieces,
@@ -197,7 +198,7 @@ def _prepare_ink(
         return Prepared(None, png)
     box = ink_box(points, ink.width, ink.height, ink.line_width)
     strokes = np.split(points, starts[1:])
-    return Prepared(model_input, png, box, len(ink_pieces(strokes, ink.line_width)))
+    return Prepared(model_input, png, box, ink_piece_count(strokes, ink.line_width))
 
 
 def _whole_and_split(whole: Callable[[], Prepared], split: Callable[[], Prepared]) -> Prepared:

@@ -174,7 +174,7 @@ class Session:
         )
         self._drawing = Drawing(settings.max_stroke_points)
         # The model's rows for the groups of this drawing's last split (see the worker).
-        self._readings: Readings = {}
+        self._readings = Readings()
         rate = float(settings.max_messages_per_s)
         self._bucket = TokenBucket(rate, capacity=rate, now=time.monotonic())
         # A refusal less than the bucket's one-second burst after the previous one continues
