@@ -102,8 +102,8 @@ class SplitRequest:
 class Split:
     """A picture cut into pieces, and every group of neighbouring pieces with its input.
 
-    No groups when it has more than MAX_SPLIT_PIECES pieces. Pieces carry only their boxes
-    (as drawn and upright): the server needs no more of them to choose the best grouping.
+    No groups when it has more than MAX_SPLIT_PIECES pieces. Pieces carry their boxes (as
+    drawn and upright) and, for ink, their strokes and joins: all the search needs of them.
     For ink, `keys` holds each group's key; a group the request knew has no model input.
     """
 
@@ -253,8 +253,10 @@ def _split_image(cut: InkCut) -> Prepared:
 
 
 def _boxes_only(pieces: Sequence[Piece]) -> tuple[Piece, ...]:
-    """The pieces without their strokes or pixels: the search needs only their boxes."""
-    return tuple(Piece(piece.box, upright=piece.upright) for piece in pieces)
+    """The pieces without their pixels: the search needs only their boxes, and for ink which
+    strokes they are and which they join."""
+    return tuple(Piece(piece.box, piece.strokes, upright=piece.upright, joins=piece.joins)
+                 for piece in pieces)
 
 
 def _placed(box: Box, cut: InkCut) -> Box:

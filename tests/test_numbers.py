@@ -133,6 +133,42 @@ def reading_of(count: int, scores: dict[tuple[int, int], np.ndarray]) -> str:
     return reading.text
 
 
+@pytest.mark.parametrize(
+    ("strokes", "joined"),
+    [([line(0, 0, 100, 100), line(100, 0, 0, 100)], True),
+     ([line(0, 0, 0, 100), line(0, 50, 60, 50)], True),
+     ([line(0, 0, 0, 100), line(60, 50, 3, 50)], True),
+     ([line(0, 0, 0, 100), line(0, 98, 60, 20)], False),
+     ([line(0, 0, 0, 100), line(0, 50, 60, 50)[4:]], False),
+     ([line(0, 0, 0, 100), line(40, 0, 40, 100)], False)],
+    ids=["x", "bar-from-stem", "bar-onto-stem", "end-on-end", "short-of-stem", "apart"],
+)
+def test_strokes_join_where_they_cross_or_one_ends_on_the_others_middle(
+    strokes: list[list[tuple[float, float]]], joined: bool
+) -> None:
+    """Strokes of one character join: an x's cross, an H's bar on its stems. Neighbouring
+    digits that touch at their ends, or come close, do not."""
+    pieces = ink_pieces(strokes, 10)
+    assert [bool(piece.joins) for piece in pieces] == [joined, joined]
+    if joined:
+        assert {index for piece in pieces for index in piece.joins} == {0, 1}
+
+
+def test_joined_strokes_are_one_character() -> None:
+    """Two strokes that each read as a good 1 are an x when they cross: `?`, not 11. Side by
+    side, with the same probabilities, they are 11."""
+    rows = np.stack([row(1, 0.97), row(None, 0.9), row(1, 0.97)])
+    crossed = [line(0, 0, 60, 100), line(60, 0, 0, 100)]
+    apart = [line(0, 0, 10, 100), line(90, 0, 100, 100)]
+    for strokes, text in ((crossed, "?"), (apart, "11")):
+        pieces = ink_pieces(strokes, 10)
+        found = [Candidate(0, 0, pieces[0].box, None), Candidate(0, 1, pieces[1].box, None),
+                 Candidate(1, 1, pieces[1].box, None)]
+        reading = read_number(pieces, found, rows, THRESHOLD)
+        assert reading is not None
+        assert reading.text == text
+
+
 def test_fragments_that_make_a_digit_together_are_merged() -> None:
     """A 5 whose flag does not touch: body and flag are junk alone, a 5 together."""
     assert reading_of(2, {(0, 1): row(5)}) == "5"
@@ -453,6 +489,24 @@ def test_neighbours_touching_or_not_read_apart(
         labels = [piece for piece in pieces if piece.mask is not None]
         assert len(labels) >= 3
     assert read_picture(png, classifier, threshold) == "230"
+
+
+# An X and a times sign as a hand draws them: two strokes that cross, each a good 1 alone.
+CROSSES: dict[str, Template] = {
+    "X": [[(0.0, 0.0), (0.75, 1.0)], [(0.75, 0.0), (0.0, 1.0)]],
+    "times": [[(0.0, 0.3), (0.6, 0.9)], [(0.6, 0.3), (0.0, 0.9)]],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CROSSES))
+def test_strokes_that_cross_are_not_two_digits(
+    classifier: Classifier, threshold: float, name: str
+) -> None:
+    """An X in two crossing strokes is not a digit, nor 11; the same strokes apart are 11."""
+    crossed = written(CROSSES[name])
+    assert read_ink(crossed, classifier, threshold) == "?"
+    apart = written(*([stroke] for stroke in CROSSES[name]), gap=0.4)
+    assert read_ink(apart, classifier, threshold) == "11"
 
 
 def test_nothing_drawn_reads_nothing(classifier: Classifier, threshold: float) -> None:

@@ -215,6 +215,26 @@ async def test_the_number_grows_stroke_by_stroke_over_ink(server: RunningServer)
     assert readings == ["2", "20", "204", "2047"]
 
 
+async def test_an_x_streamed_as_ink_is_not_eleven(server: RunningServer) -> None:
+    """An X in two crossing strokes, each a good 1 alone, is `?` over ink; the same two
+    strokes apart read 11."""
+    crossed = shape_strokes([[(0.1, 0.05), (0.75, 0.95)], [(0.75, 0.05), (0.1, 0.95)]])
+    apart = [crossed[0], [(x + 300.0, y) for x, y in crossed[1]]]
+    async with connected(server) as (socket, _):
+        seq = -1
+        for strokes, text in ((crossed, "?"), (apart, "11")):
+            seq += 1
+            await socket.send(json.dumps({"type": "clear", "seq": seq}))
+            await answer_to(socket, seq)
+            for index, points in enumerate(strokes):
+                for start in range(0, len(points), 5):
+                    seq += 1
+                    await socket.send(ink_message(seq, index, points[start : start + 5]))
+            answer = await answer_to(socket, seq)
+            assert_prediction_object(answer)
+            assert answer["number"]["text"] == text
+
+
 async def test_a_drawing_of_many_pieces_is_answered(server: RunningServer) -> None:
     """Sixty dots and dashes (too many pieces to split) are one `?`, and the socket goes on."""
     dashes = [[(20.0 + 14 * index, 40.0 + 3 * (index % 7)), (26.0 + 14 * index, 60.0)]
