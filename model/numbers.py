@@ -33,8 +33,10 @@ classifier's probabilities for them and returns the reading. Pure NumPy: no I/O,
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -97,6 +99,8 @@ OVERLAP_SLACK = 0.1
 JOIN_COST = 3.0
 JOIN_REACH = 0.35
 JOIN_END_SHARE = 0.35
+# Pairs of strokes whose join each process remembers (under a MB).
+JOINS_REMEMBERED = 4096
 # A character shorter than this share of the line's height (its tallest piece) is rarely a
 # digit of the number (the loop of a 9, the flag of a 5): it pays this many nats per unit
 # of the shortfall (as a share of SHORT_SHARE).
@@ -207,16 +211,45 @@ def ink_pieces(strokes: Sequence[Stroke], line_width: float) -> list[Piece]:
         ))
     ordered = _ordered(pieces)
     joins: dict[int, set[int]] = {}
+    reach = JOIN_REACH * 2 * half
+    digests: dict[int, bytes] = {}
     for left, right in itertools.pairwise(ordered):
         (first,), (second,) = left.strokes, right.strokes
-        reach = JOIN_REACH * 2 * half
         low = np.maximum(bounds[first][0], bounds[second][0]) - reach
         high = np.minimum(bounds[first][1], bounds[second][1]) + reach
-        if (low <= high).all() and _joined(drawn[first], drawn[second], (low, high), reach):
+        if (low <= high).all() and _remembered_join(
+            drawn[first], drawn[second], (low, high), reach, digests
+        ):
             joins.setdefault(first, set()).add(second)
             joins.setdefault(second, set()).add(first)
     return [replace(piece, joins=frozenset(joins[piece.strokes[0]]))
             if piece.strokes[0] in joins else piece for piece in ordered]
+
+
+# The joins of the last JOINS_REMEMBERED pairs of strokes, by a digest of their points and
+# the reach: while a number is written, only the stroke under the pen changes from one
+# update to the next. Each process keeps its own; digests keep it small whatever the strokes.
+_joins_seen: OrderedDict[bytes, bool] = OrderedDict()
+
+
+def _remembered_join(
+    one: NDArray[np.float64], other: NDArray[np.float64],
+    window: tuple[NDArray[np.float64], NDArray[np.float64]], reach: float,
+    digests: dict[int, bytes],
+) -> bool:
+    """`_joined`, remembered for the pair of strokes; `digests` keeps each stroke's digest
+    (by the id of its points) for the call that finds them all."""
+    for array in (one, other):
+        if id(array) not in digests:
+            digests[id(array)] = hashlib.blake2b(array.tobytes(), digest_size=16).digest()
+    key = digests[id(one)] + digests[id(other)] + np.float64(reach).tobytes()
+    if key in _joins_seen:
+        _joins_seen.move_to_end(key)
+        return _joins_seen[key]
+    joined = _joins_seen[key] = _joined(one, other, window, reach)
+    if len(_joins_seen) > JOINS_REMEMBERED:
+        _joins_seen.popitem(last=False)
+    return joined
 
 
 def _joined(

@@ -154,6 +154,16 @@ def test_strokes_join_where_they_cross_or_one_ends_on_the_others_middle(
         assert {index for piece in pieces for index in piece.joins} == {0, 1}
 
 
+def test_a_remembered_join_follows_the_strokes() -> None:
+    """Joins are remembered by the strokes' points: a stroke moved away no longer joins, and
+    the same two strokes again join again."""
+    still = line(0, 0, 100, 100)
+    crossing, apart = line(100, 0, 0, 100), line(100, 60, 100, 100)
+    for other, joined in ((crossing, True), (apart, False), (crossing, True), (apart, False)):
+        pieces = ink_pieces([still, other], 10)
+        assert [bool(piece.joins) for piece in pieces] == [joined, joined]
+
+
 def test_joined_strokes_are_one_character() -> None:
     """Two strokes that each read as a good 1 are an x when they cross: `?`, not 11. Side by
     side, with the same probabilities, they are 11."""
