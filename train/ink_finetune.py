@@ -117,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=Config.learning_rate)
     parser.add_argument("--replay-size", type=int, default=Config.replay_size)
     parser.add_argument("--ink-pairs", type=int, default=Config.ink_pairs)
+    parser.add_argument("--nondigit-replay", type=int, default=Config.nondigit_replay)
+    parser.add_argument("--seed", type=int, default=Config.seed,
+                        help="another seed traces other training digits, other ways")
     arguments = parser.parse_args(argv)
     config = Config(
+        seed=arguments.seed,
+        nondigit_replay=arguments.nondigit_replay,
         epochs=arguments.epochs,
         ink_digits=arguments.ink_digits,
         learning_rate=arguments.learning_rate,
