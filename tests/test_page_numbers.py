@@ -127,9 +127,12 @@ LETTER_A: list[list[Point]] = [
     [(0.15, 0.95), (0.5, 0.05), (0.85, 0.95)],
     [(0.3, 0.6), (0.7, 0.6)],
 ]
+# Two crossing strokes, each a good 1 alone.
+LETTER_X: list[list[Point]] = [[(0.15, 0.05), (0.85, 0.95)], [(0.85, 0.05), (0.15, 0.95)]]
 SCRIBBLE: list[list[Point]] = [
     [(0.1 + 0.8 * ((step * 0.37) % 1), 0.1 + 0.8 * ((step * 0.61) % 1)) for step in range(25)]
 ]
+SHAPES = {"letter A": LETTER_A, "letter X": LETTER_X, "scribble": SCRIBBLE}
 
 
 def shape_strokes(shape: list[list[Point]], width: int, height: int) -> list[list[Point]]:
@@ -352,18 +355,20 @@ def test_the_digits_of_a_number_are_buttons_for_the_keyboard(desktop: Watch) -> 
 
 @pytest.mark.parametrize(
     ("device", "shape"),
-    [("desktop", "letter A"), ("desktop", "scribble"), ("phone", "letter A")],
+    [("desktop", "letter A"), ("desktop", "letter X"), ("desktop", "scribble"),
+     ("phone", "letter A"), ("phone", "letter X")],
 )
 def test_a_letter_or_a_scribble_is_not_a_digit(
     device: str, shape: str, request: pytest.FixtureRequest
 ) -> None:
-    """An "A" or a scribble: digit null, "does not look like a digit", no bar at 100 %."""
+    """An "A", an "X" or a scribble: digit null, "does not look like a digit", no bar at
+    100 %."""
     watch: Watch = request.getfixturevalue(device)
     page = watch.page
     stroke: Stroke = touch_stroke if device == "phone" else mouse_stroke
     expect(page.locator("[data-role=status]")).to_have_attribute("data-state", "live")
     width, height = canvas_size(page)
-    strokes = shape_strokes(LETTER_A if shape == "letter A" else SCRIBBLE, width, height)
+    strokes = shape_strokes(SHAPES[shape], width, height)
     answer = draw_strokes(watch, strokes, stroke)
 
     assert answer["digit"] is None and answer["confidence"] is None, answer
