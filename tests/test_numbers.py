@@ -572,6 +572,29 @@ def test_the_ink_set_traces_digits_into_strokes_left_to_right() -> None:
     assert points.min() >= 0 and (points.max(axis=0) <= (drawn.width, drawn.height)).all()
 
 
+def test_letters_are_written_as_ink_stroke_by_stroke() -> None:
+    """`write_shape` writes a letter's strokes on the canvas at a digit's size, with the
+    page's pen, pointer events a few pixels apart."""
+    from train.ink_numbers import InkConfig, write_shape
+    from train.nondigits import LETTERS
+
+    config = InkConfig()
+    generator = np.random.default_rng(2)
+    for name in ("X", "H", "m"):
+        strokes, line_width = write_shape(LETTERS[name], config, generator)
+        assert len(strokes) == len(LETTERS[name])
+        assert config.line_width[0] <= line_width <= config.line_width[1]
+        points = np.array([point for stroke in strokes for point in stroke])
+        assert points.min() >= 0 and (points.max(axis=0) <= config.canvas).all()
+        # The unit box is the height of a digit: an "m" fills the lower half of it.
+        share = float(np.ptp([y for stroke in LETTERS[name] for _, y in stroke]))
+        height = float(np.ptp(points[:, 1]))
+        assert 0.8 * share * config.height_px[0] <= height <= 1.2 * share * config.height_px[1]
+        steps = np.concatenate([np.hypot(*np.diff(np.array(stroke), axis=0).T)
+                                for stroke in strokes])
+        assert steps.max() <= config.spacing_px[1] + 0.2
+
+
 @pytest.mark.parametrize("size", ["canvas", "at-the-edge", "reduced"])
 def test_a_picture_is_split_from_the_ink_its_first_read_cut_out(size: str) -> None:
     """The server splits a rejected picture from the ink its first pass cut out around the

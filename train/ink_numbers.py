@@ -387,7 +387,7 @@ def digit_strokes(
     return [(stroke - (left, top)) / height for stroke in strokes]
 
 
-def _resampled(points: NDArray[np.float64], spacing: float) -> NDArray[np.float64]:
+def resampled(points: NDArray[np.float64], spacing: float) -> NDArray[np.float64]:
     """Points every `spacing` along a path (its ends kept), as pointer events come."""
     steps = np.hypot(*np.diff(points, axis=0).T)
     along = np.concatenate([[0.0], np.cumsum(steps)])
@@ -455,7 +455,7 @@ def draw_ink_number(
     for strokes in placed:
         indices = []
         for points in strokes:
-            where = _resampled((points - low) * fit + offset, spacing)
+            where = resampled((points - low) * fit + offset, spacing)
             indices.append(len(strokes_out))
             strokes_out.append([(round(float(x), 1), round(float(y), 1)) for x, y in where])
         digit_indices.append(tuple(indices))
@@ -466,6 +466,28 @@ def draw_ink_number(
     text = "".join(str(int(labels[index])) for index, _ in traced)
     return InkNumber(text, tuple(strokes_out), tuple(digit_indices), tuple(boxes), width,
                      canvas_height, line_width), skipped
+
+
+def write_shape(
+    shape: Sequence[Sequence[tuple[float, float]]], config: InkConfig,
+    generator: np.random.Generator,
+) -> tuple[list[Stroke], float]:
+    """A shape given as pen strokes in a unit box (a letter of `train.nondigits`), written on
+    the canvas as a digit of the set would be: its height, slant and pen, its points moved a
+    little (2 % of its height) as a hand does, pointer events every few pixels. Returns the
+    strokes and the pen's width."""
+    height = float(generator.uniform(*config.height_px))
+    slant = float(generator.uniform(*config.shear))
+    spacing = float(generator.uniform(*config.spacing_px))
+    width, canvas_height = config.canvas
+    strokes: list[Stroke] = []
+    for stroke in shape:
+        unit = np.asarray(stroke, dtype=np.float64) + generator.normal(0, 0.02, (len(stroke), 2))
+        points = np.stack([(unit[:, 0] + slant * (0.5 - unit[:, 1])) * height + width / 2,
+                           (unit[:, 1] - 0.5) * height + canvas_height / 2], axis=1)
+        strokes.append([(round(float(x), 1), round(float(y), 1))
+                        for x, y in resampled(points, spacing)])
+    return strokes, float(generator.uniform(*config.line_width))
 
 
 def _strokes_box(strokes: Sequence[Sequence[Point]], line_width: float) -> Box:

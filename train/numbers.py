@@ -2,7 +2,7 @@
 
 Run:  .venv/bin/python -m train.numbers --model model/digits.keras [--count 400] [--serve]
 
-Writes the figures to numbers-metrics.json beside the model and prints them. Four sets:
+Writes the figures to numbers-metrics.json beside the model and prints them. Five sets:
 (a) `pictures`: numbers of 2 to 6 MNIST test digits (never seen in training). Each digit is
     cut to its ink, scaled to the number's height (with up to 15 % difference between
     digits), slanted by the number's shear, and placed after the previous one with realistic
@@ -18,6 +18,9 @@ Writes the figures to numbers-metrics.json beside the model and prints them. Fou
     read as a one-character number, and how many are rejected as not a digit.
 (d) `nondigits`: `train.nondigits`' held-out non-digits (from MNIST test, training's
     evaluation seed) as canvas pictures: how many are rejected as one digit.
+(e) `ink_letters`: `train.nondigits`' letters and symbols written as ink, stroke by stroke
+    (`train.ink_numbers.write_shape`), read as the server reads ink: how many read with a
+    `?` (training draws the same shapes as pictures: this is no held-out figure).
 
 For (a) and (b): exact reading of the whole number by length, and each wrong number's fault.
 Segmentation is at fault when the reading does not have one character per digit at the
@@ -67,8 +70,16 @@ from model.preprocess import (
 from model.strokes import strokes_to_model_input
 from train.canvas import canvas_picture, canvas_set
 from train.data import Mnist, load_mnist
-from train.ink_numbers import InkConfig, InkNumber, draw_ink_number, read_ink, stream_ink
-from train.nondigits import EVALUATION_SHARES, make_nondigits
+from train.ink_numbers import (
+    InkConfig,
+    InkNumber,
+    draw_ink_number,
+    read_ink,
+    read_strokes,
+    stream_ink,
+    write_shape,
+)
+from train.nondigits import EVALUATION_SHARES, LETTERS, SYMBOLS, make_nondigits
 
 NUMBERS_METRICS = "numbers-metrics.json"
 # The canvas set's seed in training's figures (`train.canvas.canvas_set`'s default).
@@ -403,6 +414,33 @@ def nondigit_pictures(
     }
 
 
+# Seeds the letters and symbols written as ink (set e).
+INK_LETTERS_SEED = 2029
+
+
+def ink_letters(classifier: Classifier, threshold: float, per_shape: int) -> dict[str, Any]:
+    """Set (e): `train.nondigits`' letters and symbols, written as ink stroke by stroke on the
+    wide canvas (each `per_shape` times: size, slant, pen, a hand's wobble) and read as the
+    server reads ink: how many read with a `?`, and which read as digits only. Their shapes
+    are training's (drawn there as pictures), so this is no held-out figure: it measures
+    what the search makes of strokes that are each a good digit alone (an X's two 1s)."""
+    generator = np.random.default_rng(INK_LETTERS_SEED)
+    config = InkConfig()
+    rejected: dict[str, list[bool]] = {}
+    for name, shape in {**LETTERS, **SYMBOLS}.items():
+        for _ in range(per_shape):
+            strokes, line_width = write_shape(shape, config, generator)
+            reading = read_strokes(strokes, (*config.canvas, line_width), classifier, threshold)
+            rejected.setdefault(name, []).append(reading is None or "?" in reading.text)
+    every = [value for values in rejected.values() for value in values]
+    return {
+        "rejected": float(np.mean(every)),
+        "read_as_digits": {name: round(1.0 - float(np.mean(values)), 3)
+                           for name, values in sorted(rejected.items()) if not all(values)},
+        "drawings": len(every),
+    }
+
+
 class Tally:
     """Exact readings by length, and each wrong reading's fault."""
 
@@ -438,7 +476,7 @@ class Tally:
         return 1000 * (time.perf_counter() - started) / max(1, sum(map(len, self.right.values())))
 
 
-SETS = ("pictures", "ink", "digits", "nondigits")
+SETS = ("pictures", "ink", "digits", "nondigits", "ink_letters")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="numbers in each of the picture and ink sets")
     parser.add_argument("--digits", type=int, default=10000, help="single MNIST test digits")
     parser.add_argument("--nondigits-per-kind", type=int, default=200)
+    parser.add_argument("--letters-per-shape", type=int, default=10,
+                        help="times each letter and symbol is written as ink")
     parser.add_argument("--sets", default=",".join(SETS),
                         help=f"which sets to measure, comma-separated (default {','.join(SETS)})")
     socket = parser.add_mutually_exclusive_group()
@@ -498,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
             mnist, classifier, threshold, arguments.nondigits_per_kind
         )
         _show("(d) non-digits, as pictures", figures["nondigits"])
+    if "ink_letters" in chosen:
+        figures["ink_letters"] = ink_letters(classifier, threshold, arguments.letters_per_shape)
+        _show("(e) letters and symbols, as ink", figures["ink_letters"])
     figures["wall_time_s"] = time.perf_counter() - started
     out = arguments.out or arguments.model.with_name(NUMBERS_METRICS)
     if str(out) != "-":
