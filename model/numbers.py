@@ -478,42 +478,56 @@ def read_number(
     """
     if not pieces:
         return None
-    readings = [_character(candidate.box, row, not_digit_threshold)
-                for candidate, row in zip(found, probabilities, strict=True)]
+    rows = np.asarray(probabilities, dtype=np.float64).reshape(len(found), -1)
+    # Each group's character, as `_character` reads it: its digit's probability, or its
+    # not-a-digit probability for a `?` (the characters themselves are made for the winner).
+    rejected = (rows[:, DIGITS] >= not_digit_threshold if rows.shape[1] > DIGITS
+                else np.zeros(len(rows), dtype=bool))
+    confidence = np.where(rejected, rows[:, DIGITS] if rows.shape[1] > DIGITS else 0.0,
+                          rows[:, :DIGITS].max(axis=1, initial=0.0))
+    spans = np.asarray([candidate.last + 1 - candidate.first for candidate in found])
+    # "Not one digit" is true of any run that holds a digit and its neighbour, so a `?`
+    # pays for every piece it swallows: the smallest `?` wins.
+    scores = (np.log(np.maximum(confidence, FLOOR))
+              + np.where(rejected, spans * math.log(NOT_DIGIT_PENALTY), 0.0)).tolist()
     line = max(piece.box[3] - piece.box[1] for piece in pieces)
     plain = [piece.box for piece in pieces]
     uprights = [piece.box if piece.upright is None else piece.upright for piece in pieces]
-    # best[(end, first)]: the best reading of pieces[:end] whose last character is the run
-    # pieces[first:end], as (log score, characters). The last run is part of the state
-    # because the next character's cost depends on how far it overlaps it.
-    best: dict[tuple[int, int], tuple[float, tuple[DigitReading, ...]]] = {}
+    # Each run's box as drawn and upright.
+    boxes = {(candidate.first, candidate.last + 1): (
+        _around(plain[candidate.first : candidate.last + 1]),
+        _around(uprights[candidate.first : candidate.last + 1]),
+    ) for candidate in found}
+    # best[end][first]: the best reading of pieces[:end] whose last character is the run
+    # pieces[first:end], as (log score, the candidates read). The last run is part of the
+    # state because the next character's cost depends on how far it overlaps it.
+    best: dict[int, dict[int, tuple[float, tuple[int, ...]]]] = {}
     for index in sorted(range(len(found)), key=lambda index: found[index].last):
         candidate = found[index]
         first, end = candidate.first, candidate.last + 1
-        character = readings[index]
-        score = math.log(max(character.confidence, FLOOR))
-        if character.digit is None:
-            # "Not one digit" is true of any run that holds a digit and its neighbour,
-            # so a `?` pays for every piece it swallows: the smallest `?` wins.
-            score += (end - first) * math.log(NOT_DIGIT_PENALTY)
-        score -= _shortness_cost(candidate.box, line)
-        options: list[tuple[float, tuple[DigitReading, ...]]] = [(score, ())]
-        if first > 0:
+        score = scores[index] - _shortness_cost(candidate.box, line)
+        chosen: tuple[int, ...] = ()
+        if first == 0:
+            total = score
+        else:
             options = [
                 (before + score
-                 - _overlap_cost((previous, first, end), pieces, plain, uprights, line),
-                 characters)
-                for (stop, previous), (before, characters) in best.items() if stop == first
+                 - _overlap_cost((previous, first, end), pieces, boxes, line),
+                 read)
+                for previous, (before, read) in best.get(first, {}).items()
             ]
-        if not options:
-            continue
-        total, characters = max(options, key=lambda option: option[0])
-        if (end, first) not in best or total > best[(end, first)][0]:
-            best[(end, first)] = (total, (*characters, character))
-    finals = [value for (stop, _), value in best.items() if stop == len(pieces)]
+            if not options:
+                continue
+            total, chosen = max(options, key=lambda option: option[0])
+        ending = best.setdefault(end, {})
+        if first not in ending or total > ending[first][0]:
+            ending[first] = (total, (*chosen, index))
+    finals = best.get(len(pieces))
     if not finals:
         return None
-    return NumberReading(max(finals, key=lambda value: value[0])[1])
+    _, read = max(finals.values(), key=lambda value: value[0])
+    return NumberReading(tuple(_character(found[index].box, probabilities[index],
+                                          not_digit_threshold) for index in read))
 
 
 def _shortness_cost(box: Box, line: float) -> float:
@@ -525,16 +539,17 @@ def _shortness_cost(box: Box, line: float) -> float:
 
 
 def _overlap_cost(
-    runs: tuple[int, int, int], pieces: Sequence[Piece], plain: Sequence[Box],
-    uprights: Sequence[Box], line: float,
+    runs: tuple[int, int, int], pieces: Sequence[Piece],
+    boxes: dict[tuple[int, int], tuple[Box, Box]], line: float,
 ) -> float:
     """What two neighbouring characters, pieces[first:middle] and pieces[middle:end], pay for
     overlapping in x (in nats): the lesser of the overlaps of their boxes as drawn and once
-    the slant is undone, so that a wrong guess of the slant never costs more."""
+    the slant is undone (`boxes` of each run), so that a wrong guess of the slant never
+    costs more."""
     first, middle, end = runs
+    (left, left_upright), (right, right_upright) = boxes[(first, middle)], boxes[(middle, end)]
     return min(
-        _overlap_share(_around(boxes[first:middle]), _around(boxes[middle:end]), line)
-        for boxes in (plain, uprights)
+        _overlap_share(left, right, line), _overlap_share(left_upright, right_upright, line)
     ) * OVERLAP_COST + _join_cost(pieces[first:middle], pieces[middle:end])
 
 
