@@ -622,9 +622,13 @@ def _slant_mode(slants: NDArray[np.float64], weights: NDArray[np.float64]) -> fl
     """
     if weights.sum() <= 0.0:
         return 0.0
-    histogram, edges = np.histogram(slants, bins=SLANT_BINS, range=(-1.0, 1.0), weights=weights)
-    smooth = ndimage.gaussian_filter1d(histogram.astype(np.float64), 1.5, mode="constant")
-    peak = (edges[int(np.argmax(smooth))] + edges[int(np.argmax(smooth)) + 1]) / 2
+    # A histogram of SLANT_BINS bins over -1..1 (the last bin holds 1 too), by bincount:
+    # np.histogram costs several times as much, on every split of ink.
+    inside = (slants >= -1.0) & (slants <= 1.0)
+    bins = np.minimum(((slants[inside] + 1.0) * (SLANT_BINS / 2)).astype(np.intp), SLANT_BINS - 1)
+    histogram = np.bincount(bins, weights=weights[inside], minlength=SLANT_BINS)
+    smooth = ndimage.gaussian_filter1d(histogram, 1.5, mode="constant")
+    peak = -1.0 + (int(np.argmax(smooth)) + 0.5) * (2.0 / SLANT_BINS)
     near = np.abs(slants - peak) <= SLANT_REACH
     if weights[near].sum() <= 0.0:
         return float(np.clip(peak, -MAX_SLANT, MAX_SLANT))
