@@ -510,8 +510,12 @@ def read_strokes(
     classifier: Classifier, threshold: float,
 ) -> NumberReading | None:
     """Read strokes on a canvas (width, height, line width) as the server reads its ink: the
-    whole drawing first, and only when it is not one digit every stroke as a piece."""
+    whole drawing first, and only when it is not one digit every stroke as a piece. The
+    points are taken as the server keeps them, as float32: a near tie between two readings
+    can turn on that."""
     width, height, line_width = canvas
+    strokes = [np.asarray(stroke, dtype=np.float32).astype(np.float64).reshape(-1, 2)
+               for stroke in strokes]
     whole = strokes_to_model_input(strokes, width, height, line_width)
     if whole is None:
         return None
