@@ -218,7 +218,7 @@ def ink_pieces(strokes: Sequence[Stroke], line_width: float) -> list[Piece]:
         low = np.maximum(bounds[first][0], bounds[second][0]) - reach
         high = np.minimum(bounds[first][1], bounds[second][1]) + reach
         if (low <= high).all() and _remembered_join(
-            drawn[first], drawn[second], (low, high), reach, digests
+            (first, second), drawn, (low, high), reach, digests
         ):
             joins.setdefault(first, set()).add(second)
             joins.setdefault(second, set()).add(first)
@@ -233,20 +233,21 @@ _joins_seen: OrderedDict[bytes, bool] = OrderedDict()
 
 
 def _remembered_join(
-    one: NDArray[np.float64], other: NDArray[np.float64],
+    pair: tuple[int, int], drawn: dict[int, NDArray[np.float64]],
     window: tuple[NDArray[np.float64], NDArray[np.float64]], reach: float,
     digests: dict[int, bytes],
 ) -> bool:
-    """`_joined`, remembered for the pair of strokes; `digests` keeps each stroke's digest
-    (by the id of its points) for the call that finds them all."""
-    for array in (one, other):
-        if id(array) not in digests:
-            digests[id(array)] = hashlib.blake2b(array.tobytes(), digest_size=16).digest()
-    key = digests[id(one)] + digests[id(other)] + np.float64(reach).tobytes()
+    """`_joined` of two strokes (by index into `drawn`), remembered; `digests` keeps each
+    stroke's digest for the call that finds them all."""
+    for index in pair:
+        if index not in digests:
+            digests[index] = hashlib.blake2b(drawn[index].tobytes(), digest_size=16).digest()
+    first, second = pair
+    key = digests[first] + digests[second] + np.float64(reach).tobytes()
     if key in _joins_seen:
         _joins_seen.move_to_end(key)
         return _joins_seen[key]
-    joined = _joins_seen[key] = _joined(one, other, window, reach)
+    joined = _joins_seen[key] = _joined(drawn[first], drawn[second], window, reach)
     if len(_joins_seen) > JOINS_REMEMBERED:
         _joins_seen.popitem(last=False)
     return joined

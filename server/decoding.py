@@ -214,7 +214,7 @@ def _split_ink(
 ) -> Prepared:
     pieces = ink_pieces(strokes, ink.line_width)
     if len(pieces) > MAX_SPLIT_PIECES:
-        return Prepared(None, None, split=Split(_boxes_only(pieces), ()))
+        return Prepared(None, None, split=Split(_without_pixels(pieces), ()))
     generation = ink.generation if isinstance(ink, PackedInk) else -1
 
     def key(group: Sequence[Piece]) -> GroupKey:
@@ -229,7 +229,7 @@ def _split_ink(
         known=(lambda group: key(group) in known) if known else None,
     )
     keys = tuple(key(pieces[group.first : group.last + 1]) for group in groups)
-    return Prepared(None, None, split=Split(_boxes_only(pieces), tuple(groups), keys))
+    return Prepared(None, None, split=Split(_without_pixels(pieces), tuple(groups), keys))
 
 
 def _split_image(cut: InkCut) -> Prepared:
@@ -252,7 +252,7 @@ def _split_image(cut: InkCut) -> Prepared:
     return Prepared(None, None, split=Split(boxes, tuple(groups)))
 
 
-def _boxes_only(pieces: Sequence[Piece]) -> tuple[Piece, ...]:
+def _without_pixels(pieces: Sequence[Piece]) -> tuple[Piece, ...]:
     """The pieces without their pixels: the search needs only their boxes, and for ink which
     strokes they are and which they join."""
     return tuple(Piece(piece.box, piece.strokes, upright=piece.upright, joins=piece.joins)
