@@ -398,8 +398,10 @@ class InferenceWorker:
             if request.spend is not None:
                 request.spend(max(0.0, outcome.seconds * 1000.0 - cost_ms))
             new = self._new_groups(prepared.split)
-            self._ready.append(Ready(np.stack([prepared.model_input, *new]), request,
-                                     picture.picture, prepared, decode_ms=cost_ms))
+            if prepared.whole_group is None:
+                new.insert(0, prepared.model_input)
+            self._ready.append(Ready(np.stack(new), request, picture.picture, prepared,
+                                     decode_ms=cost_ms))
             return
         if prepared.split is not None:
             assert request.whole is not None
@@ -496,11 +498,16 @@ class InferenceWorker:
             )
             return
         assert prepared.box is not None and ready.picture is not None
-        whole = Whole(rows[0], prepared.box, prepared.input_png)
         if prepared.split is not None:
             # Read whole and split in one pass: the split is the answer unless it is one digit.
+            # The whole drawing's row comes first, or is its group's (`whole_group`).
             self.metrics.splits.labels("one").inc()
-            rows = _all_rows(prepared.split, rows[1:], request.readings)
+            if prepared.whole_group is None:
+                whole = Whole(rows[0], prepared.box, prepared.input_png)
+                rows = _all_rows(prepared.split, rows[1:], request.readings)
+            else:
+                rows = _all_rows(prepared.split, rows, request.readings)
+                whole = Whole(rows[prepared.whole_group], prepared.box, prepared.input_png)
             if is_one_digit(whole.row, threshold) or (prepared.pieces or 2) < 2:
                 if request.readings is not None:
                     request.readings.several = False
@@ -510,6 +517,7 @@ class InferenceWorker:
                     self._split_prediction(whole, prepared.split, rows, request.readings)
                 )
             return
+        whole = Whole(rows[0], prepared.box, prepared.input_png)
         if is_one_digit(rows[0], threshold) or (prepared.pieces or 2) < 2:
             request.future.set_result(self._whole_prediction(whole))
             return

@@ -119,7 +119,8 @@ class Prepared:
     `box` is where its ink lies, in the picture's (or canvas's) pixels; `pieces` how many
     strokes it has, for ink; for a picture 1 when it is surely one piece, else None (its
     pieces are found only if it is split, from its cut-out `ink`).
-    A `SplitRequest` is prepared as a `split` and no model input, or with `whole` as both.
+    A `SplitRequest` is prepared as a `split` and no model input, or with `whole` as both
+    (the model input then may be one of the split's groups': `whole_group`).
     """
 
     model_input: FloatArray | None
@@ -128,6 +129,9 @@ class Prepared:
     pieces: int | None = None
     split: Split | None = None
     ink: InkCut | None = None
+    # Ink prepared whole and split in one pass: the index of the split's group that is the
+    # whole drawing, when there is one; `model_input` is then that group's input.
+    whole_group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,7 @@ def prepare(
             if picture.whole:
                 preprocess = partial(
                     _whole_and_split, partial(_prepare_ink, points, starts, target, include_input),
-                    preprocess,
+                    preprocess, partial(_whole_as_group, points, starts, target, include_input),
                 )
         else:
             preprocess = partial(_prepare_ink, points, starts, target, include_input)
@@ -201,12 +205,44 @@ def _prepare_ink(
     return Prepared(model_input, png, box, ink_piece_count(strokes, ink.line_width))
 
 
-def _whole_and_split(whole: Callable[[], Prepared], split: Callable[[], Prepared]) -> Prepared:
-    """The whole drawing prepared, with its split beside it (none when it has no ink)."""
+def _whole_and_split(
+    whole: Callable[[], Prepared], split: Callable[[], Prepared],
+    as_group: Callable[[Split], Prepared | None],
+) -> Prepared:
+    """The whole drawing prepared, with its split beside it (none when it has no ink).
+
+    A split whose group of every piece holds every stroke, drawn in this pass, already
+    has the whole drawing's input: it is not drawn twice (`Prepared.whole_group`).
+    """
+    pieces = split().split
+    assert pieces is not None
+    prepared = as_group(pieces)
+    if prepared is not None:
+        return prepared
     prepared = whole()
     if prepared.model_input is None:
         return prepared
-    return dataclasses.replace(prepared, split=split().split)
+    return dataclasses.replace(prepared, split=pieces)
+
+
+def _whole_as_group(
+    points: Points, starts: Indices, ink: PackedInk | StrokesSnapshot, include_input: bool,
+    split: Split,
+) -> Prepared | None:
+    """The whole drawing prepared from its split's group of every piece, or None when no
+    group drawn in this pass is the whole drawing (a stroke left out, or the group known)."""
+    if sum(len(piece.strokes) for piece in split.pieces) != len(starts):
+        return None
+    for index, group in enumerate(split.groups):
+        if group.first == 0 and group.last == len(split.pieces) - 1:
+            if group.model_input is None:
+                return None
+            png = input_png(group.model_input) if include_input else None
+            box = ink_box(points, ink.width, ink.height, ink.line_width)
+            strokes = np.split(points, starts[1:])
+            return Prepared(group.model_input, png, box, ink_piece_count(strokes, ink.line_width),
+                            split=split, whole_group=index)
+    return None
 
 
 def _split_ink(

@@ -641,3 +641,44 @@ def test_a_picture_is_split_from_the_ink_its_first_read_cut_out(size: str) -> No
         assert list(mine_group.box) == pytest.approx(in_picture(whole_group.box))
         assert mine_group.model_input is not None and whole_group.model_input is not None
         np.testing.assert_allclose(mine_group.model_input, whole_group.model_input, atol=1e-6)
+
+
+def test_a_number_of_few_strokes_is_not_drawn_twice_when_read_whole_and_split() -> None:
+    """Read whole and split in one pass, ink of at most MAX_PIECES_PER_DIGIT strokes takes
+    its whole input from its group of every piece: exactly the input, box, piece count and
+    PNG it gets read alone. A drawing no group holds whole (more strokes), or whose group of
+    every piece is already known, is drawn whole as before."""
+    from server.decoding import DecodeLimits, GroupKey, Prepared, SplitRequest, prepare
+    from server.protocol import StrokesSnapshot
+
+    limits = DecodeLimits(1_000_000, 10_000_000)
+    width, height, line_width = CANVAS
+
+    def both_ways(
+        strokes: list[list[tuple[float, float]]], known: frozenset[GroupKey] = frozenset()
+    ) -> tuple[Prepared, Prepared]:
+        snapshot = StrokesSnapshot(0, width, height, line_width,
+                                   tuple(tuple(stroke) for stroke in strokes))
+        alone = prepare(snapshot, limits, include_input=True)
+        return alone, prepare(SplitRequest(snapshot, known, whole=True), limits,
+                              include_input=True)
+
+    alone, both = both_ways(written(TWO, SEVEN_IN_TWO, ONE))
+    assert both.split is not None and len(both.split.pieces) == 4
+    assert both.whole_group is not None
+    group = both.split.groups[both.whole_group]
+    assert (group.first, group.last) == (0, 3)
+    assert both.model_input is group.model_input
+    np.testing.assert_array_equal(both.model_input, alone.model_input)
+    assert (both.box, both.pieces, both.input_png) == (alone.box, alone.pieces, alone.input_png)
+
+    known = frozenset({both.split.keys[both.whole_group]})
+    _, again = both_ways(written(TWO, SEVEN_IN_TWO, ONE), known)
+    assert again.split is not None and again.whole_group is None
+    assert again.split.groups[both.whole_group].model_input is None
+    np.testing.assert_array_equal(again.model_input, alone.model_input)
+
+    alone, five = both_ways(written(TWO, SEVEN_IN_TWO, ONE, ONE))
+    assert five.split is not None and len(five.split.pieces) == 5
+    assert five.whole_group is None
+    np.testing.assert_array_equal(five.model_input, alone.model_input)

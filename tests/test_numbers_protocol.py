@@ -261,19 +261,20 @@ def test_input_png_still_shows_the_whole_drawing(client: httpx.Client) -> None:
 
 
 async def read_fresh(server: RunningServer, strokes: list[list[Point]], **canvas: Any) -> Any:
-    """What a new connection reads from the strokes sent at once (nothing kept from before)."""
+    """What a new connection answers to the strokes sent at once (nothing kept from before)."""
     async with connected(server) as (socket, _):
         message = json.loads(strokes_message(0, strokes))
         message.update(canvas)
         await socket.send(json.dumps(message))
-        return (await answer_to(socket, 0))["number"]
+        return await answer_to(socket, 0)
 
 
 async def test_kept_readings_give_what_a_fresh_reading_gives(server: RunningServer) -> None:
     """A number drawn point by point, with an undo, a redrawn stroke and a turned canvas,
     reads exactly as the same final strokes read afresh: rows kept from earlier splits
     are only ever the rows of the same strokes, and once split, the growing number is read
-    whole and split in one pass."""
+    whole and split in one pass (its whole reading, of four strokes, taken from its group of
+    every stroke)."""
     kept = 'digits_split_groups_total\\{source="kept"\\}'
     one_pass = 'digits_splits_total\\{passes="one"\\}'
     kept_before, one_pass_before = await metric(server, kept), await metric(server, one_pass)
@@ -285,6 +286,8 @@ async def test_kept_readings_give_what_a_fresh_reading_gives(server: RunningServ
                 seq += 1
                 await socket.send(ink_message(seq, index, points[start : start + 3]))
                 answer = await answer_to(socket, seq)
+            if index == 3:
+                four = answer
         grown = answer["number"]
         # Undo the 1 and draw a 7 in its place: same stroke index, a different stroke.
         seven = number_strokes("0007")[-1]
@@ -298,14 +301,19 @@ async def test_kept_readings_give_what_a_fresh_reading_gives(server: RunningServ
         await socket.send(json.dumps(message))
         turned = (await answer_to(socket, seq + 3))["number"]
     assert grown["text"] == "3581"
-    assert grown == await read_fresh(server, strokes)
+    assert grown == (await read_fresh(server, strokes))["number"]
+    # Four strokes: the whole drawing is the split's group of every stroke.
+    fresh = await read_fresh(server, strokes[:4])
+    assert four["number"] == fresh["number"]
+    assert four["not_digit"] == pytest.approx(fresh["not_digit"], abs=1e-5)
+    assert four["probabilities"] == pytest.approx(fresh["probabilities"], abs=1e-5)
     assert redrawn["text"] == "3587"
-    assert redrawn == await read_fresh(server, [*strokes[:-1], seven])
+    assert redrawn == (await read_fresh(server, [*strokes[:-1], seven]))["number"]
     assert turned["text"] == "3587"
     half = [[(x / 2, y / 2) for x, y in stroke] for stroke in [*strokes[:-1], seven]]
-    fresh_half = await read_fresh(
+    fresh_half = (await read_fresh(
         server, half, width=WIDTH // 2, height=HEIGHT // 2, line_width=LINE_WIDTH / 2
-    )
+    ))["number"]
     assert turned["text"] == fresh_half["text"]
     assert [x for d in turned["digits"] for x in d["box"]] == pytest.approx(
         [x for d in fresh_half["digits"] for x in d["box"]], abs=0.2
