@@ -682,3 +682,21 @@ def test_a_number_of_few_strokes_is_not_drawn_twice_when_read_whole_and_split() 
     assert five.split is not None and len(five.split.pieces) == 5
     assert five.whole_group is None
     np.testing.assert_array_equal(five.model_input, alone.model_input)
+
+
+def test_ink_pairs_for_training_hold_whole_digits_only() -> None:
+    """`train.ink_finetune --ink-pairs` teaches "not a digit" on groups of two or more whole
+    digits: a digit and a piece of its neighbour (a 1 beside a 4's bar) is left out, as is a
+    digit alone, whole or in part."""
+    from train.ink_finetune import holds_whole_digits
+
+    # Digits of one, two and one strokes: strokes 0 | 1, 2 | 3.
+    digits = ((0,), (1, 2), (3,))
+    pieces = [Piece((0.0, 0.0, 1.0, 1.0), strokes=(index,)) for index in range(4)]
+    assert holds_whole_digits(pieces[0:3], digits)
+    assert holds_whole_digits(pieces[1:4], digits)
+    assert holds_whole_digits(pieces, digits)
+    assert not holds_whole_digits(pieces[0:2], digits)  # a 1 and half of the next
+    assert not holds_whole_digits(pieces[2:4], digits)  # half a digit and the next
+    assert not holds_whole_digits(pieces[1:3], digits)  # one whole digit
+    assert not holds_whole_digits(pieces[1:2], digits)

@@ -34,6 +34,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from numpy.typing import NDArray
 
 from model import MODEL_PATH
 from model.architecture import NOT_DIGIT
-from model.numbers import candidates, ink_pieces
+from model.numbers import Piece, candidates, ink_pieces
 from model.preprocess import FloatArray
 from model.strokes import strokes_to_model_input
 from train import finetune, train
@@ -341,22 +342,26 @@ def ink_pairs(
         length = int(generator.integers(2, 5))
         drawn, _ = draw_ink_number(images, labels, config, generator, length)
         strokes = list(drawn.strokes)
-        owner = {index: digit for digit, indices in enumerate(drawn.digit_strokes)
-                 for index in indices}
         pieces = ink_pieces(strokes, drawn.line_width)
         found = candidates(pieces, strokes, canvas=(drawn.width, drawn.height, drawn.line_width))
-        mixed = []
-        for candidate in found:
-            held = {index for piece in pieces[candidate.first : candidate.last + 1]
-                    for index in piece.strokes}
-            digits = {owner[index] for index in held}
-            whole = held == {index for digit in digits for index in drawn.digit_strokes[digit]}
-            if candidate.model_input is not None and len(digits) > 1 and whole:
-                mixed.append(candidate.model_input)
+        mixed = [
+            candidate.model_input for candidate in found
+            if candidate.model_input is not None
+            and holds_whole_digits(pieces[candidate.first : candidate.last + 1],
+                                   drawn.digit_strokes)
+        ]
         # A few from each number, so that many numbers are seen.
         for chosen in generator.permutation(len(mixed))[:3]:
             pairs.append((mixed[int(chosen)], NOT_DIGIT))
     return finetune.examples(pairs[:count])
+
+
+def holds_whole_digits(group: Sequence[Piece], digit_strokes: Sequence[Sequence[int]]) -> bool:
+    """Whether a group of ink pieces holds two or more digits, every stroke of each (the
+    digits' strokes as indices, `InkNumber.digit_strokes`)."""
+    held = {index for piece in group for index in piece.strokes}
+    digits = [set(indices) for indices in digit_strokes if held & set(indices)]
+    return len(digits) > 1 and held == set().union(*digits)
 
 
 def canvas_rejection(model: Any, inputs: NDArray[np.float32], threshold: float) -> float:
