@@ -45,7 +45,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from model.inference import Classifier
-from model.numbers import Box, NumberReading, is_one_digit, read_number, whole_reading
+from model.numbers import (
+    Box,
+    is_one_digit,
+    is_surely_one_digit,
+    read_number,
+    split_or_whole,
+    whole_reading,
+)
 from model.preprocess import FloatArray
 from server.config import Settings
 from server.costs import split_cost_ms
@@ -64,6 +71,7 @@ from server.images import ImageError
 from server.ink import PackedInk
 from server.metrics import Metrics
 from server.predictions import Prediction, make_prediction
+from server.protocol import StrokesSnapshot
 
 __all__ = ["DecodeError", "InferenceWorker", "Picture"]
 
@@ -508,7 +516,7 @@ class InferenceWorker:
             else:
                 rows = _all_rows(prepared.split, rows, request.readings)
                 whole = Whole(rows[prepared.whole_group], prepared.box, prepared.input_png)
-            if is_one_digit(whole.row, threshold) or (prepared.pieces or 2) < 2:
+            if is_surely_one_digit(whole.row, threshold) or (prepared.pieces or 2) < 2:
                 if request.readings is not None:
                     request.readings.several = False
                 request.future.set_result(self._whole_prediction(whole))
@@ -518,7 +526,11 @@ class InferenceWorker:
                 )
             return
         whole = Whole(rows[0], prepared.box, prepared.input_png)
-        if is_one_digit(rows[0], threshold) or (prepared.pieces or 2) < 2:
+        # Ink of several strokes is split unless surely one digit (two digits that touch may
+        # read as one, not quite rejected); a picture only when rejected.
+        ink = isinstance(ready.picture, PackedInk | StrokesSnapshot)
+        one_digit = is_surely_one_digit if ink else is_one_digit
+        if one_digit(rows[0], threshold) or (prepared.pieces or 2) < 2:
             request.future.set_result(self._whole_prediction(whole))
             return
         # Not one digit, and more than one piece: split it, ahead of every waiting request.
@@ -553,9 +565,8 @@ class InferenceWorker:
         """The answer for a drawing read group by group: the best grouping's number. The
         connection's `readings` learn whether it read as several characters."""
         threshold = self.not_digit_threshold
-        number: NumberReading | None = read_number(split.pieces, split.groups, rows, threshold)
-        if number is None:
-            number = whole_reading(whole.row, whole.box, threshold)
+        number = split_or_whole(read_number(split.pieces, split.groups, rows, threshold),
+                                whole.row, whole.box, threshold)
         if readings is not None:
             readings.several = len(number.digits) > 1
         return make_prediction(whole.row, threshold, number, whole.input_png)

@@ -21,16 +21,22 @@ from model import METRICS_PATH
 from model.inference import Classifier
 from model.numbers import (
     MAX_PIECES_PER_DIGIT,
+    SURE_NOT_DIGIT,
     Candidate,
+    DigitReading,
     NumberReading,
     Piece,
     candidates,
     ink_piece_count,
     ink_pieces,
+    is_one_digit,
+    is_surely_one_digit,
     picture_pieces,
     read_number,
+    split_or_whole,
 )
 from model.preprocess import ink_map
+from model.strokes import strokes_to_model_input
 
 THRESHOLD = 0.5
 
@@ -700,3 +706,45 @@ def test_ink_pairs_for_training_hold_whole_digits_only() -> None:
     assert not holds_whole_digits(pieces[2:4], digits)  # half a digit and the next
     assert not holds_whole_digits(pieces[1:3], digits)  # one whole digit
     assert not holds_whole_digits(pieces[1:2], digits)
+
+
+def test_a_split_reading_of_one_character_is_the_whole_drawing() -> None:
+    """`split_or_whole`: a split that found nothing, or read one character while the whole
+    drawing reads as one digit, answers the whole drawing (a one-character number is always
+    the digit); a split of several characters, or of one when the whole was rejected, stands."""
+    box = (0.0, 0.0, 10.0, 10.0)
+    seven, rejected = row(7), row(None, 0.9)
+    one_four = NumberReading((DigitReading(4, 0.9, (0.1,) * 10, box),))
+    two = NumberReading((*one_four.digits, DigitReading(1, 0.9, (0.1,) * 10, box)))
+    assert split_or_whole(None, seven, box, THRESHOLD).text == "7"
+    assert split_or_whole(None, rejected, box, THRESHOLD).text == "?"
+    assert split_or_whole(one_four, seven, box, THRESHOLD).text == "7"
+    assert split_or_whole(one_four, rejected, box, THRESHOLD) is one_four
+    assert split_or_whole(two, seven, box, THRESHOLD) is two
+    # Surely one digit only under SURE_NOT_DIGIT, whatever the threshold.
+    unsure = row(2, 0.6)
+    unsure[10] = SURE_NOT_DIGIT + 0.05
+    assert is_one_digit(unsure, THRESHOLD) and not is_surely_one_digit(unsure, THRESHOLD)
+    assert is_surely_one_digit(seven, THRESHOLD)
+    assert not is_surely_one_digit(rejected, THRESHOLD)
+
+
+@pytest.mark.parametrize(("digits", "gap", "slant", "text"), [
+    ((TWO, ONE), -0.15, 0.2, "21"),
+    ((TWO, ONE), -0.05, 0.0, "21"),
+    ((ONE, TWO), -0.05, 0.0, "12"),
+])
+def test_two_digits_that_touch_and_read_as_one_not_surely_are_split(
+    classifier: Classifier, threshold: float, digits: tuple[Template, ...], gap: float,
+    slant: float, text: str,
+) -> None:
+    """Two strokes, a 2 and a 1 written so close that they touch: the whole drawing reads as
+    one digit, but not surely, so the strokes are split and searched (the whole reading
+    alone said one digit)."""
+    strokes = written(*digits, gap=gap, slant=slant)
+    whole = strokes_to_model_input(strokes, *CANVAS)
+    assert whole is not None
+    row_of_whole = classifier.predict(whole[None])[0]
+    assert is_one_digit(row_of_whole, threshold)
+    assert not is_surely_one_digit(row_of_whole, threshold)
+    assert read_ink(strokes, classifier, threshold) == text

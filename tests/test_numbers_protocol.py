@@ -320,3 +320,26 @@ async def test_kept_readings_give_what_a_fresh_reading_gives(server: RunningServ
     )
     assert await metric(server, kept) > kept_before, "rows of unchanged groups were kept"
     assert await metric(server, one_pass) > one_pass_before, "a growing number was read in one pass"
+
+
+async def test_a_2_and_a_1_that_touch_are_split_when_written_as_ink(
+    server: RunningServer,
+) -> None:
+    """A 2 and a 1 written so close that they touch read as one digit, a 2, but not surely:
+    ink of several strokes is then split, so the number grows to 21 under the pen, whole
+    strokes sent at once read the same, and `digit` is still the whole drawing's 2."""
+    from tests.test_numbers import ONE, TWO, written
+
+    strokes = written(TWO, ONE, gap=-0.15, slant=0.2)
+    async with connected(server) as (socket, _):
+        seq = -1
+        for index, points in enumerate(strokes):
+            for start in range(0, len(points), 4):
+                seq += 1
+                await socket.send(ink_message(seq, index, points[start : start + 4]))
+                answer = await answer_to(socket, seq)
+    assert_prediction_object(answer)
+    assert answer["number"]["text"] == "21"
+    assert answer["digit"] == 2 and answer["not_digit"] < NOT_DIGIT_THRESHOLD
+    fresh = await read_fresh(server, strokes)
+    assert fresh["number"]["text"] == "21"

@@ -43,8 +43,9 @@ from model.numbers import (
     NumberReading,
     candidates,
     ink_pieces,
-    is_one_digit,
+    is_surely_one_digit,
     read_number,
+    split_or_whole,
     whole_reading,
 )
 from model.strokes import strokes_to_model_input
@@ -510,7 +511,7 @@ def read_strokes(
     classifier: Classifier, threshold: float,
 ) -> NumberReading | None:
     """Read strokes on a canvas (width, height, line width) as the server reads its ink: the
-    whole drawing first, and only when it is not one digit every stroke as a piece. The
+    whole drawing first, and only when it is not surely one digit every stroke as a piece. The
     points are taken as the server keeps them, as float32: a near tie between two readings
     can turn on that."""
     width, height, line_width = canvas
@@ -521,14 +522,16 @@ def read_strokes(
         return None
     row = classifier.predict(whole[None])[0]
     pieces = ink_pieces(strokes, line_width)
-    if is_one_digit(row, threshold) or len(pieces) <= 1:
-        return whole_reading(row, _strokes_box(strokes, line_width), threshold)
+    box = _strokes_box(strokes, line_width)
+    if is_surely_one_digit(row, threshold) or len(pieces) <= 1:
+        return whole_reading(row, box, threshold)
     found = candidates(pieces, strokes, canvas)
     if not found:
-        return None
+        return whole_reading(row, box, threshold)
     inputs = [candidate.model_input for candidate in found]
     probabilities = classifier.predict(np.stack([item for item in inputs if item is not None]))
-    return read_number(pieces, found, probabilities, threshold)
+    return split_or_whole(read_number(pieces, found, probabilities, threshold), row, box,
+                          threshold)
 
 
 # ---- over a real server's WebSocket --------------------------------------------------------
