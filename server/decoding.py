@@ -197,9 +197,17 @@ def _prepare_ink(
     points: Points, starts: Indices, ink: PackedInk | StrokesSnapshot, include_input: bool
 ) -> Prepared:
     model_input = points_to_model_input(points, starts, ink.width, ink.height, ink.line_width)
-    png = input_png(model_input) if include_input else None
     if model_input is None:
-        return Prepared(None, png)
+        return Prepared(None, input_png(None) if include_input else None)
+    return _inked(model_input, points, starts, ink, include_input)
+
+
+def _inked(
+    model_input: FloatArray, points: Points, starts: Indices, ink: PackedInk | StrokesSnapshot,
+    include_input: bool,
+) -> Prepared:
+    """Ink with ink on the canvas prepared whole from its model input: PNG, box, pieces."""
+    png = input_png(model_input) if include_input else None
     box = ink_box(points, ink.width, ink.height, ink.line_width)
     strokes = np.split(points, starts[1:])
     return Prepared(model_input, png, box, ink_piece_count(strokes, ink.line_width))
@@ -237,11 +245,8 @@ def _whole_as_group(
         if group.first == 0 and group.last == len(split.pieces) - 1:
             if group.model_input is None:
                 return None
-            png = input_png(group.model_input) if include_input else None
-            box = ink_box(points, ink.width, ink.height, ink.line_width)
-            strokes = np.split(points, starts[1:])
-            return Prepared(group.model_input, png, box, ink_piece_count(strokes, ink.line_width),
-                            split=split, whole_group=index)
+            whole = _inked(group.model_input, points, starts, ink, include_input)
+            return dataclasses.replace(whole, split=split, whole_group=index)
     return None
 
 

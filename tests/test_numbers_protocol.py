@@ -260,6 +260,22 @@ def test_input_png_still_shows_the_whole_drawing(client: httpx.Client) -> None:
     assert seen.size == (28, 28)
 
 
+async def stream_strokes(
+    socket: Any, strokes: list[list[Point]], per_message: int
+) -> list[tuple[int, Any]]:
+    """Send strokes as ink, `per_message` points at a time, each answered before the next;
+    returns, per stroke, its last message's seq and answer."""
+    ends = []
+    seq = -1
+    for index, points in enumerate(strokes):
+        for start in range(0, len(points), per_message):
+            seq += 1
+            await socket.send(ink_message(seq, index, points[start : start + per_message]))
+            answer = await answer_to(socket, seq)
+        ends.append((seq, answer))
+    return ends
+
+
 async def read_fresh(server: RunningServer, strokes: list[list[Point]], **canvas: Any) -> Any:
     """What a new connection answers to the strokes sent at once (nothing kept from before)."""
     async with connected(server) as (socket, _):
@@ -280,14 +296,8 @@ async def test_kept_readings_give_what_a_fresh_reading_gives(server: RunningServ
     kept_before, one_pass_before = await metric(server, kept), await metric(server, one_pass)
     strokes = number_strokes("3581")
     async with connected(server) as (socket, _):
-        seq = -1
-        for index, points in enumerate(strokes):
-            for start in range(0, len(points), 3):
-                seq += 1
-                await socket.send(ink_message(seq, index, points[start : start + 3]))
-                answer = await answer_to(socket, seq)
-            if index == 3:
-                four = answer
+        answers = await stream_strokes(socket, strokes, 3)
+        (seq, answer), four = answers[-1], answers[3][1]
         grown = answer["number"]
         # Undo the 1 and draw a 7 in its place: same stroke index, a different stroke.
         seven = number_strokes("0007")[-1]
@@ -332,12 +342,7 @@ async def test_a_2_and_a_1_that_touch_are_split_when_written_as_ink(
 
     strokes = written(TWO, ONE, gap=-0.15, slant=0.2)
     async with connected(server) as (socket, _):
-        seq = -1
-        for index, points in enumerate(strokes):
-            for start in range(0, len(points), 4):
-                seq += 1
-                await socket.send(ink_message(seq, index, points[start : start + 4]))
-                answer = await answer_to(socket, seq)
+        answer = (await stream_strokes(socket, strokes, 4))[-1][1]
     assert_prediction_object(answer)
     assert answer["number"]["text"] == "21"
     assert answer["digit"] == 2 and answer["not_digit"] < NOT_DIGIT_THRESHOLD
