@@ -19,9 +19,10 @@ Pure NumPy/SciPy, no I/O.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections.abc import Sequence
-from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -51,6 +52,8 @@ SPAN_ROWS = 25_000
 MAX_DISTANCE_RADIUS = 40.0
 # A scribble's discs are placed this many segments at a time, to bound the memory.
 CHUNK_SEGMENTS = 4096
+# The intermediate drawing's side per pixel of the 20 px box.
+REDUCTION = INTERMEDIATE_SIZE // BOX_SIZE
 
 Points = NDArray[np.float64]
 Indices = NDArray[np.intp]
@@ -104,32 +107,51 @@ def points_to_model_input(
 ) -> FloatArray | None:
     """`strokes_to_model_input` for strokes already packed: every point as one (N, 2) array
     of float64, and the index where each stroke starts (strokes of no points left out)."""
-    if len(points) == 0:
-        return None
-    # A pen thinner than a pixel still marks whole pixels of a canvas, only fainter, and
-    # the picture path raises the faintest ink to full strength.
+    return drawings_to_model_inputs([(points, starts)], width, height, line_width)[0]
+
+
+def drawings_to_model_inputs(
+    drawings: Sequence[tuple[Points, Indices]], width: int, height: int, line_width: float
+) -> list[FloatArray | None]:
+    """`points_to_model_input` of several drawings on one canvas (the groups of a number's
+    strokes), drawn together: their discs in one pass and their reductions in one product,
+    so that each costs a few NumPy calls, not a few dozen."""
     pen = max(float(line_width), 1.0)
     canvas = Box(0.0, 0.0, float(width), float(height))
-    points_box = _bounds(points)
-    box = _overlap(points_box.grown(pen / 2), canvas)
-    on_canvas = _within(points_box, canvas)
-    if box is not None and not on_canvas:
-        # Ink runs off the canvas. The box of what is left on it is measured on a first
-        # drawing: a stroke may cross the points' box without touching the canvas, and the
-        # box's size decides whether the pen is widened.
-        box = _measured_box(points, starts, pen, box)
-    if box is None:
-        return None
-    drawn_pen = thickened_pen(pen, box.longest)
-    # The picture path dilates the ink it cut from the canvas, so a widened pen reaches past
-    # the canvas's edge by as much as it was widened.
-    margin = (drawn_pen - pen) / 2
-    ink = _draw(points, starts, drawn_pen, box.grown(margin), on_canvas)
-    if not on_canvas:
-        if not ink.any():
-            return None
-        ink = _cropped(ink)
-    return centre_by_mass(scale_into_box(ink))
+    inputs: list[FloatArray | None] = [None] * len(drawings)
+    together: list[tuple[int, Layout]] = []
+    for index, (points, starts) in enumerate(drawings):
+        if len(points) == 0:
+            continue
+        points_box = _bounds(points)
+        box = _overlap(points_box.grown(pen / 2), canvas)
+        on_canvas = _within(points_box, canvas)
+        if box is not None and not on_canvas:
+            # Ink runs off the canvas. The box of what is left on it is measured on a first
+            # drawing: a stroke may cross the points' box without touching the canvas, and
+            # the box's size decides whether the pen is widened.
+            box = _measured_box(points, starts, pen, box)
+        if box is None:
+            continue
+        drawn_pen = thickened_pen(pen, box.longest)
+        # The picture path dilates the ink it cut from the canvas, so a widened pen reaches
+        # past the canvas's edge by as much as it was widened.
+        margin = (drawn_pen - pen) / 2
+        layout = _layout(points, starts, drawn_pen, box.grown(margin), on_canvas)
+        if on_canvas and _by_spans(layout):
+            together.append((index, layout))
+            continue
+        ink = _discs(layout)
+        if not on_canvas:
+            if not ink.any():
+                continue
+            ink = _cropped(ink)
+        inputs[index] = centre_by_mass(scale_into_box(ink))
+    if together:
+        drawn = _reduced(_spans_of([layout for _, layout in together]))
+        for (index, _), digit in zip(together, drawn, strict=True):
+            inputs[index] = centre_by_mass(digit)
+    return inputs
 
 
 def ink_box(
@@ -164,7 +186,9 @@ def _flatten(strokes: Sequence[Sequence[tuple[float, float]]]) -> tuple[Points, 
     lengths = lengths[lengths > 0]
     total = int(lengths.sum())
     flat = np.fromiter(
-        chain.from_iterable(chain.from_iterable(strokes)), dtype=np.float64, count=2 * total
+        itertools.chain.from_iterable(itertools.chain.from_iterable(strokes)),
+        dtype=np.float64,
+        count=2 * total,
     )
     return flat.reshape(-1, 2), np.cumsum(lengths) - lengths
 
@@ -213,8 +237,31 @@ def _measured_box(points: Points, starts: Indices, pen: float, box: Box) -> Box 
     )
 
 
+class Layout(NamedTuple):
+    """A drawing at the intermediate size: its discs, its size (columns, rows) and the pen's
+    radii there (across, down)."""
+
+    path: Path
+    size: Points
+    radii: Points
+
+    @property
+    def rows_each(self) -> int:
+        """How many rows one disc may cover, at most the drawing's rows and one more."""
+        return min(math.ceil(2 * float(self.radii[1])) + 1, int(self.size[1]) + 1)
+
+    @property
+    def discs(self) -> int:
+        return len(self.path.points) + int(self.path.between.sum())
+
+
 def _draw(points: Points, starts: Indices, pen: float, box: Box, on_canvas: bool) -> FloatArray:
-    """Draw the strokes' ink that lies inside `box` at the intermediate size.
+    """Draw the strokes' ink that lies inside `box` at the intermediate size."""
+    return _discs(_layout(points, starts, pen, box, on_canvas))
+
+
+def _layout(points: Points, starts: Indices, pen: float, box: Box, on_canvas: bool) -> Layout:
+    """Where the discs of the strokes' ink inside `box` go at the intermediate size.
 
     `on_canvas` says that every point lies inside `box` with its pen's radius. The box's
     edges are the drawing's edges, so the ink needs no crop. Each side is 4 times as many
@@ -224,15 +271,16 @@ def _draw(points: Points, starts: Indices, pen: float, box: Box, on_canvas: bool
     """
     extent = np.array([box.right - box.left, box.bottom - box.top])
     boxed = np.maximum(1.0, np.round(extent * BOX_SIZE / box.longest))
-    size = boxed * (INTERMEDIATE_SIZE // BOX_SIZE)
+    size = boxed * REDUCTION
     scale = size / extent
     radii = scale * pen / 2
     # Canvas pixel i spans [i, i+1), and so does drawing pixel i.
     where = (points - (box.left, box.top)) * scale
     spacing = SPACING * float(radii.min())
     if on_canvas:
-        return _discs(_path(where, starts, spacing), size, radii)
-    return _discs(_path_near(where, starts, spacing, -radii - 1.0, size + radii + 1.0), size, radii)
+        return Layout(_path(where, starts, spacing), size, radii)
+    near = _path_near(where, starts, spacing, -radii - 1.0, size + radii + 1.0)
+    return Layout(near, size, radii)
 
 
 def _path(where: Points, starts: Indices, spacing: float) -> Path:
@@ -301,25 +349,39 @@ def _between(
     return across, down
 
 
-def _discs(path: Path, size: Points, radii: Points) -> FloatArray:
+def _by_spans(layout: Layout) -> bool:
+    """Whether a drawing's discs are best drawn as spans, row by row: a few hundred of
+    them, and a pen no wider than the drawing."""
+    spans = layout.discs * layout.rows_each <= SPAN_ROWS
+    return (spans or float(layout.radii.max()) > MAX_DISTANCE_RADIUS) and (
+        layout.rows_each <= int(layout.size[1])
+    )
+
+
+def _discs(layout: Layout) -> FloatArray:
     """Draw a filled ellipse of `radii` (the pen, in drawing pixels) at every disc of a path.
 
     A pixel is ink when its centre lies in an ellipse. Spans row by row suit a few hundred
     discs; a distance transform suits a scribble of thousands, at a fixed cost.
     """
+    path, size, radii = layout
     columns, rows = int(size[0]), int(size[1])
-    rows_each = min(math.ceil(2 * float(radii[1])) + 1, rows + 1)
-    count = len(path.points) + int(path.between.sum())
-    if count * rows_each > SPAN_ROWS and float(radii.max()) <= MAX_DISTANCE_RADIUS:
+    rows_each = layout.rows_each
+    if layout.discs * rows_each > SPAN_ROWS and float(radii.max()) <= MAX_DISTANCE_RADIUS:
         return _distances(path, columns, rows, radii)
-    centres = path.points
-    if count > len(centres):
-        more = np.stack(_between(path.begin, path.delta, path.between), axis=1)
-        centres = np.concatenate([centres, more])
+    centres = _centres(path)
     if rows_each > rows and _covers(centres, columns, rows, radii):
         # A pen wider than the drawing (a canvas smaller than the pen) may cover all of it.
         return np.ones((rows, columns), dtype=np.float32)
     return _spans(centres, columns, rows, radii, rows_each)
+
+
+def _centres(path: Path) -> Points:
+    """Every disc's centre: the points, then the discs inside the segments."""
+    if not path.between.any():
+        return path.points
+    more = np.stack(_between(path.begin, path.delta, path.between), axis=1)
+    return np.concatenate([path.points, more])
 
 
 def _covers(centres: Points, columns: int, rows: int, radii: Points) -> bool:
@@ -333,15 +395,38 @@ def _spans(
     centres: Points, columns: int, rows: int, radii: Points, rows_each: int
 ) -> FloatArray:
     """Ellipses drawn as one span of pixels per row each, summed in a difference array."""
-    across, down = float(radii[0]), float(radii[1])
+    layout = Layout(Path(centres, centres[:0], centres[:0], np.zeros(0, np.intp)),
+                    np.array([columns, rows], dtype=np.float64), radii)
+    return _spans_of([layout], rows_each)[0]
+
+
+def _spans_of(layouts: Sequence[Layout], rows_each: int | None = None) -> list[FloatArray]:
+    """Several drawings' ellipses as spans, one span of pixels per row each, summed in one
+    difference array that holds every drawing, each with a spare row and column."""
+    rows_each = rows_each or max(layout.rows_each for layout in layouts)
+    centres = [_centres(layout.path) for layout in layouts]
+    counts = [len(each) for each in centres]
+    every = np.concatenate(centres) if len(centres) > 1 else centres[0]
+    shapes = [(int(layout.size[1]), int(layout.size[0])) for layout in layouts]
+    cells = [(rows + 1) * (columns + 1) for rows, columns in shapes]
+    offsets = [total - size for total, size in zip(itertools.accumulate(cells), cells, strict=True)]
+
+    def each(values: Sequence[float]) -> NDArray[np.float64]:
+        # A drawing's value for each of its discs, as a column.
+        return np.repeat(np.asarray(values, dtype=np.float64), counts)[:, None]
+
+    across = each([float(layout.radii[0]) for layout in layouts])
+    down = each([float(layout.radii[1]) for layout in layouts])
+    columns = each([columns for _, columns in shapes])
+    rows = each([rows for rows, _ in shapes])
     # No ellipse needs rows above the drawing, nor more rows than the drawing has.
-    top = np.maximum(np.floor(centres[:, 1] - down), 0.0)
+    top = np.maximum(np.floor(every[:, 1:2] - down), 0.0)
     # Each row's middle from its ellipse's centre, in vertical radii: (ellipse, row).
-    height = ((top + 0.5 - centres[:, 1]) / down)[:, None] + np.arange(rows_each) / down
+    height = (top + 0.5 - every[:, 1:2]) / down + np.arange(rows_each) / down
     room = 1.0 - height * height
     # Half the span; negative for a row the ellipse misses, which then gets an empty span.
     half = np.copysign(np.sqrt(np.abs(room)), room) * across
-    middle = centres[:, 0:1] - 0.5
+    middle = every[:, 0:1] - 0.5
     begin = np.ceil(middle - half)
     end = np.floor(middle + half) + 1.0
     # Clipped to the drawing; ufuncs, since `np.clip` costs microseconds of Python a call.
@@ -349,15 +434,54 @@ def _spans(
     np.minimum(begin, columns, out=begin)
     np.maximum(end, begin, out=end)
     np.minimum(end, columns, out=end)
-    # Rows below the drawing all go to one spare row.
-    row = np.minimum(top[:, None] + np.arange(rows_each), rows)
-    line = columns + 1
-    cells = (rows + 1) * line
-    start = row * line
-    change = np.bincount((start + begin).astype(np.intp).ravel(), minlength=cells)
-    change -= np.bincount((start + end).astype(np.intp).ravel(), minlength=cells)
-    covered = np.cumsum(change.reshape(rows + 1, line), axis=1)[:-1, :columns]
-    return (covered > 0).astype(np.float32)
+    # Rows below a drawing all go to its one spare row. Every span starts and ends in one
+    # row, so one running sum over all the drawings counts the spans over each pixel.
+    row = np.minimum(top + np.arange(rows_each), rows)
+    start = row * (columns + 1) + each(offsets)
+    total = int(sum(cells))
+    change = np.bincount((start + begin).astype(np.intp).ravel(), minlength=total)
+    change -= np.bincount((start + end).astype(np.intp).ravel(), minlength=total)
+    covered = np.cumsum(change) > 0
+    return [
+        covered[offset : offset + size].reshape(rows + 1, columns + 1)[:rows, :columns]
+        .astype(np.float32)
+        for offset, size, (rows, columns) in zip(offsets, cells, shapes, strict=True)
+    ]
+
+
+def _reduced(drawn: Sequence[FloatArray]) -> list[FloatArray]:
+    """`scale_into_box` of drawings at the intermediate size (4 times their box): Pillow's
+    Lanczos reduction by 4 is a fixed matrix for each side's length."""
+    digits = []
+    for ink in drawn:
+        rows, columns = ink.shape
+        # Across first, then down, each rounded to float32, as Pillow does.
+        half = (ink @ _lanczos_by_4(columns // REDUCTION).T).astype(np.float32)
+        reduced = (_lanczos_by_4(rows // REDUCTION) @ half).astype(np.float32)
+        np.maximum(reduced, 0.0, out=reduced)
+        peak = max(float(reduced.max()), 1e-6)
+        digits.append(np.minimum(reduced / peak, 1.0))
+    return digits
+
+
+@functools.cache
+def _lanczos_by_4(length: int) -> NDArray[np.float64]:
+    """The (length, 4 * length) matrix of Pillow's Lanczos reduction of 4 * length pixels
+    to `length`."""
+    size = REDUCTION * length
+    matrix = np.zeros((length, size))
+    # Pillow's support is the filter's (3) times the scale, and each output pixel's weights
+    # are the filter at its input pixels' centres, normalised to sum to 1.
+    support = 3.0 * REDUCTION
+    for out in range(length):
+        centre = (out + 0.5) * REDUCTION
+        low = max(int(centre - support + 0.5), 0)
+        high = min(int(centre + support + 0.5), size)
+        where = (np.arange(low, high) - centre + 0.5) / REDUCTION
+        weights = np.sinc(where) * np.sinc(where / 3.0) * (np.abs(where) < 3.0)
+        matrix[out, low:high] = weights / weights.sum()
+    matrix.setflags(write=False)
+    return matrix
 
 
 def _distances(path: Path, columns: int, rows: int, radii: Points) -> FloatArray:

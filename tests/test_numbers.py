@@ -21,6 +21,7 @@ from model import METRICS_PATH
 from model.inference import Classifier
 from model.numbers import (
     MAX_PIECES_PER_DIGIT,
+    MERGE_GAP,
     SURE_NOT_DIGIT,
     Candidate,
     DigitReading,
@@ -87,8 +88,8 @@ def test_slanted_digits_that_overlap_in_x_stay_in_their_order() -> None:
 
 
 def test_candidates_are_runs_of_neighbouring_pieces() -> None:
-    """Every run of one to MAX_PIECES_PER_DIGIT consecutive pieces, and no other."""
-    strokes = [line(x, 10, x + 20, 100) for x in range(10, 400, 60)]
+    """Every run of one to MAX_PIECES_PER_DIGIT consecutive pieces that overlap, and no other."""
+    strokes = [line(x, 10, x + 20, 100) for x in range(10, 120, 15)]
     pieces = ink_pieces(strokes, 6)
     found = candidates(pieces, strokes, (500, 120, 6.0))
     runs = {(candidate.first, candidate.last) for candidate in found}
@@ -97,8 +98,27 @@ def test_candidates_are_runs_of_neighbouring_pieces() -> None:
         for first in range(len(pieces))
         for last in range(first, min(first + MAX_PIECES_PER_DIGIT, len(pieces)))
     }
+    assert len(pieces) == 8
     assert runs == expected
     assert all(candidate.model_input.shape == (28, 28) for candidate in found)
+
+
+@pytest.mark.parametrize("share", [0.5, 2.0])
+def test_a_run_never_bridges_a_gap_wider_than_merge_gap(share: float) -> None:
+    """Pieces a little apart may be one digit; farther than MERGE_GAP of the line, never."""
+    pen, height = 6.0, 94.0
+    # Upright strokes: as drawn and upright, each piece is the pen's width wide and the
+    # line is a stroke's height and the pen's.
+    gap = share * MERGE_GAP * (height + pen)
+    xs = [20.0, 20.0 + pen + gap, 200.0, 203.0]
+    strokes = [line(x, 10, x, 10 + height) for x in xs]
+    pieces = ink_pieces(strokes, pen)
+    runs = {(candidate.first, candidate.last)
+            for candidate in candidates(pieces, strokes, (300, 120, pen))}
+    assert ((0, 1) in runs) == (share < 1.0)
+    assert (2, 3) in runs
+    assert not any(first <= 1 and last >= 2 for first, last in runs)
+    assert {(index, index) for index in range(4)} <= runs
 
 
 def test_a_single_piece_reads_as_one_character() -> None:
@@ -241,7 +261,8 @@ def test_number_confidence_is_the_product_and_the_json_is_the_protocols() -> Non
 
 
 def test_picture_pieces_are_connected_components() -> None:
-    """Separate blobs of ink are pieces, left to right; a speck is not."""
+    """Separate blobs of ink are pieces, left to right; a speck is not. Blobs this far apart
+    are never one digit: each is its own candidate only."""
     ink = np.zeros((60, 200), dtype=np.float32)
     ink[10:50, 120:130] = 1.0
     ink[10:50, 20:50] = 1.0
@@ -249,7 +270,7 @@ def test_picture_pieces_are_connected_components() -> None:
     pieces = picture_pieces(ink)
     assert [piece.box for piece in pieces] == [(20, 10, 50, 50), (120, 10, 130, 50)]
     found = candidates(pieces, ink=ink)
-    assert [(c.first, c.last) for c in found] == [(0, 0), (0, 1), (1, 1)]
+    assert [(c.first, c.last) for c in found] == [(0, 0), (1, 1)]
 
 
 def test_touching_digits_in_a_picture_are_cut_at_the_thinnest_column() -> None:
@@ -669,7 +690,9 @@ def test_a_number_of_few_strokes_is_not_drawn_twice_when_read_whole_and_split() 
         return alone, prepare(SplitRequest(snapshot, known, whole=True), limits,
                               include_input=True)
 
-    alone, both = both_ways(written(TWO, SEVEN_IN_TWO, ONE))
+    # Digits that overlap (a 1 is as wide as its template's 0.3), so that one group may hold
+    # them all (MERGE_GAP).
+    alone, both = both_ways(written(TWO, SEVEN_IN_TWO, ONE, gap=-0.3))
     assert both.split is not None and len(both.split.pieces) == 4
     assert both.whole_group is not None
     group = both.split.groups[both.whole_group]
@@ -679,12 +702,12 @@ def test_a_number_of_few_strokes_is_not_drawn_twice_when_read_whole_and_split() 
     assert (both.box, both.pieces, both.input_png) == (alone.box, alone.pieces, alone.input_png)
 
     known = frozenset({both.split.keys[both.whole_group]})
-    _, again = both_ways(written(TWO, SEVEN_IN_TWO, ONE), known)
+    _, again = both_ways(written(TWO, SEVEN_IN_TWO, ONE, gap=-0.3), known)
     assert again.split is not None and again.whole_group is None
     assert again.split.groups[both.whole_group].model_input is None
     np.testing.assert_array_equal(again.model_input, alone.model_input)
 
-    alone, five = both_ways(written(TWO, SEVEN_IN_TWO, ONE, ONE))
+    alone, five = both_ways(written(TWO, SEVEN_IN_TWO, ONE, ONE, gap=-0.3))
     assert five.split is not None and len(five.split.pieces) == 5
     assert five.whole_group is None
     np.testing.assert_array_equal(five.model_input, alone.model_input)

@@ -289,6 +289,16 @@ def wait_until(
         page.wait_for_timeout(25)
 
 
+def server_hello(watch: Watch) -> dict[str, Any]:
+    """The hello the server sent the page, waiting for it if it is still on its way."""
+
+    def hellos() -> list[dict[str, Any]]:
+        return [message for message in watch.connection.received if message["type"] == "hello"]
+
+    wait_until(watch.page, lambda: bool(hellos()), "the server's hello", watch.connection.describe)
+    return hellos()[0]
+
+
 @pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     """Playwright's sync API, for this module's tests (plain `def` tests: no asyncio loop)."""

@@ -42,6 +42,7 @@ from tests.test_page import (  # noqa: F401 (browser and playwright are fixtures
     playwright,
     replay,
     saved_strokes,
+    server_hello,
     touch_stroke,
     wait_until,
 )
@@ -219,7 +220,7 @@ def test_a_wrong_answer_is_corrected_by_digit_number_and_not_a_digit(
     finger = device == "phone"
     stroke: Stroke = touch_stroke if finger else mouse_stroke
     version = model_version(admin_server)
-    hello = next(message for message in watch.connection.received if message["type"] == "hello")
+    hello = server_hello(watch)
     assert hello["model"]["version"] == version
     # Closed, the control is one small button, offered only once there is an answer.
     expect(page.locator("[data-role=correction]")).to_be_hidden()

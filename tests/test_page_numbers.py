@@ -49,6 +49,7 @@ from tests.test_page import (  # noqa: F401 (browser, playwright, desktop, phone
     open_page,
     phone,
     playwright,
+    server_hello,
     settle,
     touch_stroke,
 )
@@ -265,7 +266,7 @@ def test_a_number_grows_digit_by_digit_and_ends_right(
     assert readings == [text[:count] for count in range(1, len(text) + 1)]
 
     final = watch.connection.predictions[-1]
-    hello = next(message for message in watch.connection.received if message["type"] == "hello")
+    hello = server_hello(watch)
     assert final["not_digit"] >= hello["not_digit_threshold"]
     assert final["number"]["confidence"] == pytest.approx(
         math.prod(piece["confidence"] for piece in final["number"]["digits"]), rel=1e-6
@@ -373,7 +374,7 @@ def test_a_letter_or_a_scribble_is_not_a_digit(
 
     assert answer["digit"] is None and answer["confidence"] is None, answer
     assert answer["empty"] is False and answer["probabilities"] is not None
-    hello = next(message for message in watch.connection.received if message["type"] == "hello")
+    hello = server_hello(watch)
     assert answer["not_digit"] >= hello["not_digit_threshold"], answer["not_digit"]
     assert re.fullmatch(r"\?+", answer["number"]["text"]), answer["number"]
     expect_rejected(page)
