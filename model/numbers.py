@@ -41,6 +41,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
@@ -87,6 +88,9 @@ SLANT_BINS = 40
 SLANT_BLUR = 2.0
 SLANT_REACH = 0.15
 MAX_SLANT = 0.8
+# The histogram is smoothed by a Gaussian of 1.5 bins, cut at 4 sigmas as SciPy's is.
+SLANT_SMOOTHING = np.exp(-0.5 * (np.arange(-6, 7) / 1.5) ** 2)
+SLANT_SMOOTHING /= SLANT_SMOOTHING.sum()
 # Neighbouring characters whose boxes overlap in x (beyond a tenth of the line's height, as
 # touching digits do) are rarely two digits: a 9 drawn as its loop and its tail overlaps, a
 # 9 beside a 1 does not. A reading pays this many nats per unit of overlap (as a share of
@@ -407,6 +411,7 @@ def candidates(
     canvas: tuple[int, int, float] | None = None,
     ink: FloatArray | None = None,
     known: Callable[[Sequence[Piece]], bool] | None = None,
+    draw: Callable[[list[tuple[Points, Indices]]], list[FloatArray | None]] | None = None,
 ) -> list[Candidate]:
     """Every run of up to MAX_PIECES_PER_DIGIT neighbouring pieces, with its model input;
     not a run with a gap of more than MERGE_GAP of the line between its pieces.
@@ -414,7 +419,8 @@ def candidates(
     Ink pieces need the `strokes` and the `canvas` (width, height, line width); picture
     pieces need the `ink` map they came from. A run with no ink left is skipped. A run for
     which `known` is true is listed without drawing it (no model input): its reading is
-    already known to the caller, as a growing drawing's unchanged strokes are.
+    already known to the caller, as a growing drawing's unchanged strokes are. Ink runs
+    are drawn together by `draw` (`drawings_to_model_inputs` on the canvas if not given).
     """
     found: list[Candidate | None] = []
     # Ink groups are drawn together, once all are known (`drawings_to_model_inputs`).
@@ -438,7 +444,8 @@ def candidates(
     if to_draw:
         assert strokes is not None and canvas is not None
         drawings = [_group_points(pieces[first : last + 1], strokes) for _, first, last in to_draw]
-        inputs = drawings_to_model_inputs(drawings, *canvas)
+        inputs = (draw or partial(drawings_to_model_inputs, width=canvas[0], height=canvas[1],
+                                  line_width=canvas[2]))(drawings)
         for (position, first, last), model_input in zip(to_draw, inputs, strict=True):
             if model_input is not None:
                 group = pieces[first : last + 1]
@@ -695,13 +702,15 @@ def _slant_mode(slants: NDArray[np.float64], weights: NDArray[np.float64]) -> fl
     inside = (slants >= -1.0) & (slants <= 1.0)
     bins = np.minimum(((slants[inside] + 1.0) * (SLANT_BINS / 2)).astype(np.intp), SLANT_BINS - 1)
     histogram = np.bincount(bins, weights=weights[inside], minlength=SLANT_BINS)
-    smooth = ndimage.gaussian_filter1d(histogram, 1.5, mode="constant")
+    # `ndimage.gaussian_filter1d(histogram, 1.5, mode="constant")`, without its overhead.
+    smooth = np.convolve(histogram, SLANT_SMOOTHING, mode="same")
     peak = -1.0 + (int(np.argmax(smooth)) + 0.5) * (2.0 / SLANT_BINS)
     near = np.abs(slants - peak) <= SLANT_REACH
-    if weights[near].sum() <= 0.0:
-        return float(np.clip(peak, -MAX_SLANT, MAX_SLANT))
-    refined = float(np.average(slants[near], weights=weights[near]))
-    return float(np.clip(refined, -MAX_SLANT, MAX_SLANT))
+    total = float(weights[near].sum())
+    if total <= 0.0:
+        return min(max(peak, -MAX_SLANT), MAX_SLANT)
+    refined = float(slants[near] @ weights[near]) / total
+    return min(max(refined, -MAX_SLANT), MAX_SLANT)
 
 
 def _with_upright(piece: Piece, slant: float) -> Piece:

@@ -49,6 +49,7 @@ from model.preprocess import FloatArray, InkCut, to_model_input_and_box
 from model.strokes import (
     Indices,
     Points,
+    drawings_to_model_inputs,
     ink_box,
     points_to_model_input,
 )
@@ -163,7 +164,8 @@ def prepare(
             if picture.whole:
                 preprocess = partial(
                     _whole_and_split, partial(_prepare_ink, points, starts, target, include_input),
-                    preprocess, partial(_whole_as_group, points, starts, target, include_input),
+                    partial(_split_ink, strokes, target, picture.known, (points, starts)),
+                    partial(_whole_as_group, points, starts, target, include_input),
                 )
         else:
             preprocess = partial(_prepare_ink, points, starts, target, include_input)
@@ -194,40 +196,45 @@ def _prepare_image(image: Image.Image, include_input: bool) -> Prepared:
 
 
 def _prepare_ink(
-    points: Points, starts: Indices, ink: PackedInk | StrokesSnapshot, include_input: bool
+    points: Points, starts: Indices, ink: PackedInk | StrokesSnapshot, include_input: bool,
+    pieces: int | None = None,
 ) -> Prepared:
     model_input = points_to_model_input(points, starts, ink.width, ink.height, ink.line_width)
     if model_input is None:
         return Prepared(None, input_png(None) if include_input else None)
-    return _inked(model_input, points, starts, ink, include_input)
+    return _inked(model_input, points, starts, ink, include_input, pieces)
 
 
 def _inked(
     model_input: FloatArray, points: Points, starts: Indices, ink: PackedInk | StrokesSnapshot,
-    include_input: bool,
+    include_input: bool, pieces: int | None = None,
 ) -> Prepared:
-    """Ink with ink on the canvas prepared whole from its model input: PNG, box, pieces."""
+    """Ink with ink on the canvas prepared whole from its model input: PNG, box, and its
+    pieces (counted unless known)."""
     png = input_png(model_input) if include_input else None
     box = ink_box(points, ink.width, ink.height, ink.line_width)
-    strokes = np.split(points, starts[1:])
-    return Prepared(model_input, png, box, ink_piece_count(strokes, ink.line_width))
+    if pieces is None:
+        pieces = ink_piece_count(np.split(points, starts[1:]), ink.line_width)
+    return Prepared(model_input, png, box, pieces)
 
 
 def _whole_and_split(
-    whole: Callable[[], Prepared], split: Callable[[], Prepared],
-    as_group: Callable[[Split], Prepared | None],
+    whole: Callable[[int], Prepared], split: Callable[[], Prepared],
+    as_group: Callable[[Split, Prepared], Prepared | None],
 ) -> Prepared:
     """The whole drawing prepared, with its split beside it (none when it has no ink).
 
-    A split whose group of every piece holds every stroke, drawn in this pass, already
-    has the whole drawing's input: it is not drawn twice (`Prepared.whole_group`).
+    The whole drawing is drawn in the split's pass, with its groups (`_split_ink`), or
+    taken from the group of every piece when that holds every stroke
+    (`Prepared.whole_group`); only a split that drew no group draws it apart.
     """
-    pieces = split().split
+    prepared = split()
+    pieces = prepared.split
     assert pieces is not None
-    prepared = as_group(pieces)
-    if prepared is not None:
-        return prepared
-    prepared = whole()
+    as_one = as_group(pieces, prepared)
+    if as_one is not None:
+        return as_one
+    prepared = whole(len(pieces.pieces))
     if prepared.model_input is None:
         return prepared
     return dataclasses.replace(prepared, split=pieces)
@@ -235,24 +242,32 @@ def _whole_and_split(
 
 def _whole_as_group(
     points: Points, starts: Indices, ink: PackedInk | StrokesSnapshot, include_input: bool,
-    split: Split,
+    split: Split, drawn: Prepared,
 ) -> Prepared | None:
-    """The whole drawing prepared from its split's group of every piece, or None when no
-    group drawn in this pass is the whole drawing (a stroke left out, or the group known)."""
-    if sum(len(piece.strokes) for piece in split.pieces) != len(starts):
+    """The whole drawing prepared from what its split's pass drew: the group of every piece
+    when that holds every stroke, else the whole drawing drawn beside the groups
+    (`drawn.model_input`); None when that pass drew neither."""
+    whole_group = None
+    model_input = drawn.model_input
+    if sum(len(piece.strokes) for piece in split.pieces) == len(starts):
+        for index, group in enumerate(split.groups):
+            if group.first == 0 and group.last == len(split.pieces) - 1:
+                if group.model_input is not None:
+                    whole_group, model_input = index, group.model_input
+                break
+    if model_input is None:
         return None
-    for index, group in enumerate(split.groups):
-        if group.first == 0 and group.last == len(split.pieces) - 1:
-            if group.model_input is None:
-                return None
-            whole = _inked(group.model_input, points, starts, ink, include_input)
-            return dataclasses.replace(whole, split=split, whole_group=index)
-    return None
+    whole = _inked(model_input, points, starts, ink, include_input, len(split.pieces))
+    return dataclasses.replace(whole, split=split, whole_group=whole_group)
 
 
 def _split_ink(
-    strokes: list[Points], ink: PackedInk | StrokesSnapshot, known: frozenset[GroupKey]
+    strokes: list[Points], ink: PackedInk | StrokesSnapshot, known: frozenset[GroupKey],
+    whole: tuple[Points, Indices] | None = None,
 ) -> Prepared:
+    """Ink's pieces and groups. Given the `whole` drawing (its points and stroke starts), it
+    is drawn with the groups, unless one of them is every stroke or none is drawn, and comes
+    back as the model input."""
     pieces = ink_pieces(strokes, ink.line_width)
     if len(pieces) > MAX_SPLIT_PIECES:
         return Prepared(None, None, split=Split(_without_pixels(pieces), ()))
@@ -263,14 +278,26 @@ def _split_ink(
         lengths = tuple((index, len(strokes[index])) for index in chosen)
         return (generation, ink.width, ink.height, ink.line_width, lengths)
 
+    drawn_whole: list[FloatArray | None] = []
+
+    def draw(drawings: list[tuple[Points, Indices]]) -> list[FloatArray | None]:
+        canvas = (ink.width, ink.height, ink.line_width)
+        if whole is None or any(len(points) == len(whole[0]) for points, _ in drawings):
+            return drawings_to_model_inputs(drawings, *canvas)
+        *inputs, whole_input = drawings_to_model_inputs([*drawings, whole], *canvas)
+        drawn_whole.append(whole_input)
+        return inputs
+
     groups = candidates(
         pieces,
         strokes,
         canvas=(ink.width, ink.height, ink.line_width),
         known=(lambda group: key(group) in known) if known else None,
+        draw=draw,
     )
     keys = tuple(key(pieces[group.first : group.last + 1]) for group in groups)
-    return Prepared(None, None, split=Split(_without_pixels(pieces), tuple(groups), keys))
+    split = Split(_without_pixels(pieces), tuple(groups), keys)
+    return Prepared(drawn_whole[0] if drawn_whole else None, None, split=split)
 
 
 def _split_image(cut: InkCut) -> Prepared:
