@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from server.images import ImageError, decode_text, open_image
+from server.predictions import grey_png, input_png
 from tests.pictures import bomb_png, data_url, digit_png
 
 MAX_PIXELS = 4096 * 4096
@@ -96,3 +98,19 @@ def test_large_jpeg_decodes_reduced() -> None:
     jpeg = encoded(Image.new("RGB", (4000, 2000), "white"), "JPEG")
     width, height = open_image(jpeg, MAX_PIXELS).size
     assert width < 4000 and height < 2000
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (1, 1), (3, 40)])
+def test_the_input_png_is_a_greyscale_png_of_exactly_its_pixels(shape: tuple[int, int]) -> None:
+    """`grey_png` (the input PNG, written without Pillow) is read back by Pillow exactly."""
+    pixels = np.random.default_rng(7).integers(0, 256, size=shape, dtype=np.uint8)
+    with Image.open(io.BytesIO(grey_png(pixels))) as image:
+        image.load()
+        assert image.format == "PNG" and image.mode == "L"
+        assert np.array_equal(np.asarray(image), pixels)
+    model_input = pixels.astype(np.float32) / 255.0 if shape == (28, 28) else None
+    url = input_png(model_input)
+    assert url.startswith("data:image/png;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as image:
+        expected = pixels if shape == (28, 28) else np.zeros((28, 28), np.uint8)
+        assert np.array_equal(np.asarray(image), expected)
