@@ -217,19 +217,28 @@ class NumberReading:
 def ink_pieces(strokes: Sequence[Stroke], line_width: float) -> list[Piece]:
     """One piece per stroke with points, left to right, specks left out; each knows whether
     its stroke joins its neighbours' (`Piece.joins`)."""
-    pieces = []
     half = max(float(line_width), 1.0) / 2
     drawn = {index: np.asarray(stroke, dtype=np.float64).reshape(-1, 2)
              for index, stroke in enumerate(strokes) if len(stroke) > 0}
-    slant = _ink_slant(list(drawn.values()))
-    bounds = {index: (points.min(axis=0), points.max(axis=0)) for index, points in drawn.items()}
-    for index, points in drawn.items():
-        low, high = bounds[index][0] - half, bounds[index][1] + half
-        upright = points[:, 0] - slant * points[:, 1]
-        pieces.append(Piece(
-            (low[0], low[1], high[0], high[1]), strokes=(index,),
-            upright=(float(upright.min()) - half, low[1], float(upright.max()) + half, high[1]),
-        ))
+    if not drawn:
+        return []
+    # Every stroke's extremes at once, on all the points packed together.
+    packed = np.concatenate(list(drawn.values()))
+    lengths = np.fromiter((len(points) for points in drawn.values()), np.intp, len(drawn))
+    starts = np.cumsum(lengths) - lengths
+    slant = _ink_slant(packed, starts)
+    lows = np.minimum.reduceat(packed, starts, axis=0)
+    highs = np.maximum.reduceat(packed, starts, axis=0)
+    upright = packed[:, 0] - slant * packed[:, 1]
+    upright_lows = np.minimum.reduceat(upright, starts).tolist()
+    upright_highs = np.maximum.reduceat(upright, starts).tolist()
+    bounds = {index: (lows[number], highs[number]) for number, index in enumerate(drawn)}
+    pieces = []
+    for number, (index, (left, top), (right, bottom)) in enumerate(
+        zip(drawn, (lows - half).tolist(), (highs + half).tolist(), strict=True)
+    ):
+        upright_box = (upright_lows[number] - half, top, upright_highs[number] + half, bottom)
+        pieces.append(Piece((left, top, right, bottom), strokes=(index,), upright=upright_box))
     ordered = _ordered(pieces)
     joins: dict[int, set[int]] = {}
     reach = JOIN_REACH * 2 * half
@@ -658,12 +667,13 @@ def _character(box: Box, row: NDArray[np.float32], threshold: float) -> DigitRea
     return DigitReading(digit, float(digits[digit]), probabilities, box)
 
 
-def _ink_slant(strokes: Sequence[NDArray[np.float64]]) -> float:
-    """The writing's slant (x change per unit of y, downwards) from its steep segments."""
-    steps = [np.diff(points, axis=0) for points in strokes if len(points) > 1]
-    if not steps:
+def _ink_slant(points: NDArray[np.float64], starts: NDArray[np.intp]) -> float:
+    """The writing's slant (x change per unit of y, downwards) from its steep segments;
+    `points` are every stroke's, packed, and `starts` where each stroke starts."""
+    # The steps from one stroke's last point to the next one's first are no segments.
+    every = np.delete(np.diff(points, axis=0), starts[1:] - 1, axis=0)
+    if not len(every):
         return 0.0
-    every = np.concatenate(steps)
     steep = np.abs(every[:, 1]) > np.abs(every[:, 0])
     return _slant_mode(every[steep, 0] / every[steep, 1], np.abs(every[steep, 1]))
 
