@@ -439,20 +439,21 @@ def candidates(
     # Ink groups are drawn together, once all are known (`drawings_to_model_inputs`).
     to_draw: list[tuple[int, int, int]] = []
     line = max((piece.box[3] - piece.box[1] for piece in pieces), default=0.0)
+    runs = _run_boxes(pieces)
     for first in range(len(pieces)):
         for last in range(first, min(first + MAX_PIECES_PER_DIGIT, len(pieces))):
             group = pieces[first : last + 1]
-            if strokes is not None and _falls_apart(group, line):
+            if strokes is not None and _falls_apart(first, last, runs, line):
                 continue
             if known is not None and known(group):
-                found.append(Candidate(first, last, _union(group), None))
+                found.append(Candidate(first, last, runs[first, last + 1][0], None))
             elif strokes is not None and canvas is not None:
                 to_draw.append((len(found), first, last))
                 found.append(None)
             else:
                 model_input = _picture_group_input(group, ink)
                 if model_input is not None:
-                    found.append(Candidate(first, last, _union(group), model_input))
+                    found.append(Candidate(first, last, runs[first, last + 1][0], model_input))
     if to_draw:
         assert strokes is not None and canvas is not None
         drawings = [_group_points(pieces[first : last + 1], strokes) for _, first, last in to_draw]
@@ -460,22 +461,36 @@ def candidates(
                                   line_width=canvas[2]))(drawings)
         for (position, first, last), model_input in zip(to_draw, inputs, strict=True):
             if model_input is not None:
-                group = pieces[first : last + 1]
-                found[position] = Candidate(first, last, _union(group), model_input)
+                found[position] = Candidate(first, last, runs[first, last + 1][0], model_input)
     return [candidate for candidate in found if candidate is not None]
 
 
-def _falls_apart(group: Sequence[Piece], line: float) -> bool:
-    """Whether a group (left to right) is two parts, each at least APART_HEIGHT of the line
-    tall, that do not overlap in x as drawn nor upright."""
-    for cut in range(1, len(group)):
-        left, right = group[:cut], group[cut:]
-        boxes = _around([piece.box for piece in left]), _around([piece.box for piece in right])
-        if min(box[3] - box[1] for box in boxes) < APART_HEIGHT * line:
+def _run_boxes(pieces: Sequence[Piece]) -> dict[tuple[int, int], tuple[Box, Box]]:
+    """The box, as drawn and upright, of every run pieces[start:end] of up to
+    MAX_PIECES_PER_DIGIT pieces, each grown from the one a piece shorter."""
+    runs: dict[tuple[int, int], tuple[Box, Box]] = {}
+    for start, piece in enumerate(pieces):
+        drawn, upright = piece.box, piece.upright or piece.box
+        runs[start, start + 1] = drawn, upright
+        for end in range(start + 2, min(start + MAX_PIECES_PER_DIGIT, len(pieces)) + 1):
+            added = pieces[end - 1]
+            drawn = _around([drawn, added.box])
+            upright = _around([upright, added.upright or added.box])
+            runs[start, end] = drawn, upright
+    return runs
+
+
+def _falls_apart(
+    first: int, last: int, runs: dict[tuple[int, int], tuple[Box, Box]], line: float
+) -> bool:
+    """Whether pieces[first:last + 1] (left to right, with the boxes of `runs`) are two parts,
+    each at least APART_HEIGHT of the line tall, that do not overlap in x as drawn nor
+    upright."""
+    for cut in range(first + 1, last + 1):
+        (left, left_upright), (right, right_upright) = runs[first, cut], runs[cut, last + 1]
+        if min(left[3] - left[1], right[3] - right[1]) < APART_HEIGHT * line:
             continue
-        uprights = (_around([piece.upright or piece.box for piece in left]),
-                    _around([piece.upright or piece.box for piece in right]))
-        if boxes[1][0] > boxes[0][2] and uprights[1][0] > uprights[0][2]:
+        if right[0] > left[2] and right_upright[0] > left_upright[2]:
             return True
     return False
 
