@@ -11,17 +11,14 @@ the sizes the page's own encoder produced, check the result.
 from __future__ import annotations
 
 import itertools
-import struct
-import zlib
 from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from bench.drawings import Drawing, Point, ink_states
+from server.png import RGB, UP_FILTER, write_png
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-UP_FILTER = 2
 ZLIB_LEVEL = 1
 IDAT_BYTES = 4096
 
@@ -76,17 +73,7 @@ def encode_png(pixels: NDArray[np.uint8]) -> bytes:
     # Byte arithmetic wraps modulo 256, as the Up filter wants.
     filtered[1:] -= rows[:-1]
     scanlines = np.hstack([np.full((height, 1), UP_FILTER, np.uint8), filtered])
-    compressed = zlib.compress(scanlines.tobytes(), ZLIB_LEVEL)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    parts = [PNG_SIGNATURE, _chunk(b"IHDR", header)]
-    for start in range(0, len(compressed), IDAT_BYTES):
-        parts.append(_chunk(b"IDAT", compressed[start : start + IDAT_BYTES]))
-    parts.append(_chunk(b"IEND", b""))
-    return b"".join(parts)
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return write_png(scanlines, RGB, ZLIB_LEVEL, IDAT_BYTES)
 
 
 def drawing_frames(drawing: Drawing) -> list[bytes]:

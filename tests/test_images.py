@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from server.images import ImageError, decode_text, open_image
-from server.predictions import grey_png, input_png
+from server.png import grey_png
+from server.predictions import input_png
 from tests.pictures import bomb_png, data_url, digit_png
 
 MAX_PIXELS = 4096 * 4096
