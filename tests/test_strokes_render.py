@@ -17,8 +17,13 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from model.inference import Classifier
-from model.preprocess import to_model_input
-from model.strokes import strokes_to_model_input, thickened_pen
+from model.preprocess import BOX_SIZE, scale_into_box, to_model_input
+from model.strokes import (
+    _reduced,
+    drawings_to_model_inputs,
+    strokes_to_model_input,
+    thickened_pen,
+)
 from tests.drawing import DIGIT_PATHS, Strokes, arc, draw_strokes, encode, pen_path
 
 Input = NDArray[np.float32]
@@ -247,3 +252,54 @@ def test_reference_dot_clipping_and_blank() -> None:
     smooth = np.asarray(draw_strokes([[(10.0, 10.0), (30.0, 27.0)]], 40, 40, 4.0, supersampling=4))
     assert len(np.unique(smooth)) > 2, "a supersampled line has anti-aliased edges"
     assert smooth.min() == 0
+
+
+def packed(strokes: Strokes) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """Strokes as `drawings_to_model_inputs` takes them: all points, and each stroke's start."""
+    kept = [stroke for stroke in strokes if stroke]
+    lengths = np.array([len(stroke) for stroke in kept], dtype=np.intp)
+    points = np.array([point for stroke in kept for point in stroke], dtype=np.float64)
+    return points.reshape(-1, 2), np.cumsum(lengths) - lengths
+
+
+def test_drawings_drawn_together_are_each_as_drawn_alone() -> None:
+    """Drawn in one pass (the groups of a number), each drawing's input is exactly its own:
+    digits of every size, one running off the canvas, one off it entirely, a dot, and a
+    scribble of thousands of points (drawn by distances, not spans)."""
+    width, height, pen = 900, 300, 16.0
+    rng = random.Random(3)
+    scribble = [[(rng.uniform(300, 600), rng.uniform(50, 250)) for _ in range(3000)]]
+    drawings = [
+        *(placed(digit, (width, height), (60 + 80 * digit, 40 + 10 * digit, 60 + 15 * digit))
+          for digit in range(10)),
+        placed(7, (width, height), (860, 100, 120)),
+        [[(-80.0, -80.0), (-40.0, -90.0)]],
+        [[(450.0, 150.0)]],
+        scribble,
+    ]
+    together = drawings_to_model_inputs([packed(strokes) for strokes in drawings],
+                                        width, height, pen)
+    assert together[11] is None
+    for strokes, drawn in zip(drawings, together, strict=True):
+        alone = strokes_to_model_input(strokes, width, height, pen)
+        if alone is None:
+            assert drawn is None
+        else:
+            assert drawn is not None
+            np.testing.assert_array_equal(drawn, alone)
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 20])
+def test_the_reduction_by_4_is_pillows_lanczos(length: int) -> None:
+    """The cached matrix that reduces a drawing by 4 gives what Pillow's Lanczos resize does."""
+    ink = (np.random.default_rng(length).random((4 * length, 4 * length)) > 0.6).astype(np.float32)
+    reduced = _reduced([ink])[0]
+    expected = scale_into_box(ink) if length == BOX_SIZE else None
+    pillow = np.asarray(
+        Image.fromarray(ink, mode="F").resize((length, length), Image.Resampling.LANCZOS,
+                                              reducing_gap=3.0), dtype=np.float32)
+    pillow = np.clip(pillow, 0.0, None)
+    np.testing.assert_allclose(reduced, np.minimum(pillow / max(pillow.max(), 1e-6), 1.0),
+                               atol=1e-6)
+    if expected is not None:
+        np.testing.assert_allclose(reduced, expected, atol=1e-6)
