@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -46,6 +46,9 @@ SPACING = 0.5
 # scribble of thousands) by one distance transform of the drawing, which costs about as
 # much as this many.
 SPAN_ROWS = 25_000
+# Drawings drawn together (`drawings_to_model_inputs`) hold at most this many rows of discs
+# at once; a drawing alone holds at most SPAN_ROWS.
+BATCH_SPAN_ROWS = 4 * SPAN_ROWS
 # The distance transform needs room around the drawing for the pen. A pen of more than this
 # radius (drawing pixels) only comes from a canvas smaller than the pen, and is drawn row
 # by row.
@@ -147,11 +150,30 @@ def drawings_to_model_inputs(
                 continue
             ink = _cropped(ink)
         inputs[index] = centre_by_mass(scale_into_box(ink))
-    if together:
-        drawn = _reduced(_spans_of([layout for _, layout in together]))
-        for (index, _), digit in zip(together, drawn, strict=True):
+    for chunk in _chunks(together):
+        drawn = _reduced(_spans_of([layout for _, layout in chunk]))
+        for (index, _), digit in zip(chunk, drawn, strict=True):
             inputs[index] = centre_by_mass(digit)
     return inputs
+
+
+def _chunks(together: Sequence[tuple[int, Layout]]) -> Iterator[list[tuple[int, Layout]]]:
+    """Drawings to draw together, in runs of at most BATCH_SPAN_ROWS rows of discs (every
+    disc of a run covers as many rows as its widest pen's), so that many long strokes never
+    hold more memory at once than a few scribbles would."""
+    chunk: list[tuple[int, Layout]] = []
+    discs = rows_each = 0
+    for item in together:
+        layout = item[1]
+        wider = max(rows_each, layout.rows_each)
+        if chunk and (discs + layout.discs) * wider > BATCH_SPAN_ROWS:
+            yield chunk
+            chunk, discs, wider = [], 0, layout.rows_each
+        chunk.append(item)
+        discs += layout.discs
+        rows_each = wider
+    if chunk:
+        yield chunk
 
 
 def ink_box(
