@@ -14,6 +14,10 @@ over points. A pixel of the 80 px drawing is ink when its centre lies under the 
 Lanczos reduction to 20 px anti-aliases it, as it does a canvas's ink. The cost grows with
 the points and with the strokes' length at 80 px, never with the canvas's size.
 
+`drawings_to_model_inputs` draws several drawings of one canvas at once (the groups of a
+number's strokes): their discs in one difference array, and the reduction by exactly 4 as
+a cached matrix of Pillow's Lanczos weights, so that each drawing costs a few NumPy calls.
+
 Pure NumPy/SciPy, no I/O.
 """
 
