@@ -9,7 +9,8 @@ from __future__ import annotations
 import io
 import random
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from model.strokes import (
 from tests.drawing import DIGIT_PATHS, Strokes, arc, draw_strokes, encode, pen_path
 
 Input = NDArray[np.float32]
+Result = TypeVar("Result")
 # Canvases the page has: a phone, a tablet, a desktop (square), and phones turned round.
 CANVASES = ((440, 440), (388, 388), (280, 280), (440, 300), (300, 440))
 DRAWINGS = 300
@@ -59,6 +61,16 @@ def placed(digit: int, canvas: tuple[int, int], box: tuple[float, float, float])
 def scaled(strokes: Strokes, factor: float) -> Strokes:
     """The same drawing on a canvas `factor` times the size."""
     return [[(x * factor, y * factor) for x, y in stroke] for stroke in strokes]
+
+
+def with_peak_memory(call: Callable[[], Result]) -> tuple[Result, int]:
+    """What a call returns, and the most memory (bytes) it held at once."""
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def difference(first: Input, second: Input) -> float:
@@ -191,12 +203,7 @@ def test_the_largest_message_never_draws_the_canvas() -> None:
     walk = np.cumsum(np.random.default_rng(0).normal(0.0, 20.0, (20_000, 2)), axis=0)
     walk = (walk - walk.min(axis=0)) / np.ptp(walk, axis=0) * 4095
     strokes = [[(float(x), float(y)) for x, y in walk]]
-    tracemalloc.start()
-    try:
-        result = strokes_to_model_input(strokes, 4096, 4096, 200.0)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    result, peak = with_peak_memory(lambda: strokes_to_model_input(strokes, 4096, 4096, 200.0))
     assert result is not None and result.shape == (28, 28)
     assert peak < 4 * 1024 * 1024
 
@@ -317,11 +324,6 @@ def test_many_long_drawings_drawn_together_hold_little_memory() -> None:
         strokes.append([(float(x), float(y)) for x, y in walk])
     groups = [packed(strokes[first : first + size])
               for size in range(1, 5) for first in range(0, 21 - size)]
-    tracemalloc.start()
-    try:
-        inputs = drawings_to_model_inputs(groups, 4096, 1000, 8.0)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    inputs, peak = with_peak_memory(lambda: drawings_to_model_inputs(groups, 4096, 1000, 8.0))
     assert all(model_input is not None for model_input in inputs)
     assert peak < 20 * 1024 * 1024
