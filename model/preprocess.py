@@ -361,7 +361,11 @@ def resize(ink: FloatArray, factor: float) -> FloatArray:
 
 def scale_into_box(ink: FloatArray) -> FloatArray:
     """Scale so the longer side is 20 px, keeping the aspect ratio, peak ink 1."""
-    digit = resize(ink, BOX_SIZE / max(ink.shape))
+    return peak_at_one(resize(ink, BOX_SIZE / max(ink.shape)))
+
+
+def peak_at_one(digit: FloatArray) -> FloatArray:
+    """Ink scaled so that its strongest pixel is 1 (and none is below 0 or above 1)."""
     return np.asarray(np.clip(digit / max(float(digit.max()), 1e-6), 0.0, 1.0), dtype=np.float32)
 
 

@@ -40,6 +40,7 @@ from model.preprocess import (
     TARGET_STROKE_FRACTION,
     FloatArray,
     centre_by_mass,
+    peak_at_one,
     scale_into_box,
 )
 
@@ -395,11 +396,10 @@ def _discs(layout: Layout) -> FloatArray:
     rows_each = layout.rows_each
     if layout.discs * rows_each > SPAN_ROWS and float(radii.max()) <= MAX_DISTANCE_RADIUS:
         return _distances(path, columns, rows, radii)
-    centres = _centres(path)
-    if rows_each > rows and _covers(centres, columns, rows, radii):
+    if rows_each > rows and _covers(_centres(path), columns, rows, radii):
         # A pen wider than the drawing (a canvas smaller than the pen) may cover all of it.
         return np.ones((rows, columns), dtype=np.float32)
-    return _spans(centres, columns, rows, radii, rows_each)
+    return _spans_of([layout])[0]
 
 
 def _centres(path: Path) -> Points:
@@ -417,19 +417,10 @@ def _covers(centres: Points, columns: int, rows: int, radii: Points) -> bool:
     return bool((across * across + down * down <= 1.0).any())
 
 
-def _spans(
-    centres: Points, columns: int, rows: int, radii: Points, rows_each: int
-) -> FloatArray:
-    """Ellipses drawn as one span of pixels per row each, summed in a difference array."""
-    layout = Layout(Path(centres, centres[:0], centres[:0], np.zeros(0, np.intp)),
-                    np.array([columns, rows], dtype=np.float64), radii)
-    return _spans_of([layout], rows_each)[0]
-
-
-def _spans_of(layouts: Sequence[Layout], rows_each: int | None = None) -> list[FloatArray]:
-    """Several drawings' ellipses as spans, one span of pixels per row each, summed in one
+def _spans_of(layouts: Sequence[Layout]) -> list[FloatArray]:
+    """Drawings' ellipses as spans, one span of pixels per row each, summed in one
     difference array that holds every drawing, each with a spare row and column."""
-    rows_each = rows_each or max(layout.rows_each for layout in layouts)
+    rows_each = max(layout.rows_each for layout in layouts)
     centres = [_centres(layout.path) for layout in layouts]
     counts = [len(each) for each in centres]
     every = np.concatenate(centres) if len(centres) > 1 else centres[0]
@@ -483,10 +474,7 @@ def _reduced(drawn: Sequence[FloatArray]) -> list[FloatArray]:
         rows, columns = ink.shape
         # Across first, then down, each rounded to float32, as Pillow does.
         half = (ink @ _lanczos_by_4(columns // REDUCTION).T).astype(np.float32)
-        reduced = (_lanczos_by_4(rows // REDUCTION) @ half).astype(np.float32)
-        np.maximum(reduced, 0.0, out=reduced)
-        peak = max(float(reduced.max()), 1e-6)
-        digits.append(np.minimum(reduced / peak, 1.0))
+        digits.append(peak_at_one((_lanczos_by_4(rows // REDUCTION) @ half).astype(np.float32)))
     return digits
 
 
