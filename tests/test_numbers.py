@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from model import METRICS_PATH
 from model.inference import Classifier
@@ -600,6 +601,31 @@ def test_the_ink_set_traces_digits_into_strokes_left_to_right() -> None:
     assert all(first[0] < second[0] for first, second in itertools.pairwise(drawn.boxes))
     points = np.array([point for stroke in drawn.strokes for point in stroke])
     assert points.min() >= 0 and (points.max(axis=0) <= (drawn.width, drawn.height)).all()
+
+
+def test_the_ink_set_keeps_short_tails_and_draws_a_blotted_loop_as_a_loop() -> None:
+    """A tail a tenth of the digit tall (a 2's curl, a 9's hook) is a stroke a pen draws, not
+    a spur of the thinning; and a loop filled solid (a 9 in soft pencil) is traced round,
+    not through."""
+    from train.ink_numbers import digit_strokes
+
+    hooked = np.zeros((28, 28), dtype=np.uint8)
+    hooked[4:24, 9:12] = 255  # a stem 20 pixels tall,
+    hooked[15:18, 12:15] = 255  # with a tick of 3 pixels to its right, low down
+    strokes = digit_strokes(hooked, np.random.default_rng(3), corner_lift=0.0) or []
+    assert sorted(round(float(np.ptp(stroke[:, 0])), 1) for stroke in strokes) == [0.0, 0.2]
+
+    rows, columns = np.mgrid[0:28, 0:28]
+    nine = np.zeros((28, 28), dtype=np.uint8)
+    nine[np.hypot(rows - 9, columns - 14) <= 6] = 255  # a solid head
+    nine[9:25, 18:21] = 255  # and its stem
+    strokes = digit_strokes(nine, np.random.default_rng(4), corner_lift=0.0) or []
+    drawn = Image.new("1", (120, 120))
+    for stroke in strokes:
+        ImageDraw.Draw(drawn).line([(10 + 100 * x, 10 + 100 * y) for x, y in stroke], 1, 3)
+    ink = np.asarray(drawn)
+    enclosed = ndimage.binary_fill_holes(ink) & ~ink
+    assert enclosed.sum() > 200  # the head is a loop round paper
 
 
 def test_letters_are_written_as_ink_stroke_by_stroke() -> None:

@@ -4,13 +4,14 @@ Run:  .venv/bin/python -m train.numbers --model model/digits.keras   (every set,
 
 Owns the ink set of `train.numbers`:
 - `digit_strokes`: one 28x28 MNIST digit as the pen paths a person would draw. The digit is
-  enlarged, thinned to a one-pixel skeleton (Zhang and Suen's thinning), its short spurs
-  pruned, and the skeleton's branches joined into strokes the way a hand goes: from the
+  enlarged, a loop filled solid hollowed into a ring, thinned to a one-pixel skeleton (Zhang
+  and Suen's thinning), its spurs pruned (only the shortest, so that a 2's curl or a 9's
+  hook stays), and the skeleton's branches joined into strokes the way a hand goes: from the
   top-most free end, on through each junction along the straightest branch (the pen lifts
   where that turns back), so a 6 or an 8 is one stroke and an open 4 is two (the "L" and
   bar, then the stem). A sharp corner is sometimes a pen lift (a 5's flag, a 7's bar drawn
   apart). Digits whose skeleton needs more than `MAX_STROKES` strokes are not used.
-  A skeleton loses what a pen would not (a bold digit's filled loop becomes a line), so
+  A skeleton can still lose what a pen would not (a bold 8's loops, a blotted corner), so
   the model reads fewer of these digits alone than of MNIST's pictures: `train.numbers`
   reports both, and the numbers whose every digit reads right alone.
 - `draw_ink_number`: 2-6 such digits side by side on the page's wide canvas, with the same
@@ -61,8 +62,14 @@ INK_LEVEL = 110
 DARK_LEVEL = 220
 MIN_HOLE_PIXELS = 6
 # A branch from a free end to a junction shorter than this share of the digit's height is
-# a spur of the thinning, not a stroke.
-SPUR_SHARE = 0.15
+# a spur of the thinning, not a stroke; so is a traced path this short. The shorter share
+# first: it keeps a 2's curl and a 9's tail, which a pen draws. The longer only when that
+# leaves more than MAX_STROKES strokes (a blotted digit's spurs).
+SPUR_SHARES = (0.05, 0.15)
+# A part of the ink deeper than this many of its strokes' half-widths is a filled loop;
+# the ink in it deeper than HOLLOW half-widths is taken out, leaving a ring to trace.
+BLOB_DEPTH = 2.2
+HOLLOW = 1.4
 # The pen lifts at a corner only when both strokes are at least this share of the height.
 LIFT_SHARE = 0.3
 # A digit drawn with more strokes than this is not used (a broken or blotted MNIST digit).
@@ -338,6 +345,43 @@ def _corners(points: NDArray[np.float64]) -> list[int]:
     return found
 
 
+def _hollowed(mask: NDArray[np.bool_], thinned: NDArray[np.bool_]) -> NDArray[np.bool_] | None:
+    """The digit with its blobs hollowed into rings, or None when it has no blob.
+
+    A loop so bold that no paper shows in it, not even lighter (a 9 in soft pencil), is a
+    blob far deeper than the digit's strokes. A pen draws it as a loop, so its inside
+    deeper than HOLLOW half-widths is taken out."""
+    depth = ndimage.distance_transform_edt(mask)
+    half_width = float(np.median(depth[thinned]))
+    deep, _ = ndimage.label(depth > HOLLOW * half_width)
+    blobs = np.unique(deep[depth > BLOB_DEPTH * half_width])
+    blobs = blobs[blobs > 0]
+    if len(blobs) == 0:
+        return None
+    return mask & ~np.isin(deep, blobs)
+
+
+def _traced(mask: NDArray[np.bool_], digit_height: float) -> list[list[Pixel]] | None:
+    """The ink's pen paths: blobs hollowed and spurs pruned while that still leaves at
+    most MAX_STROKES strokes (each undone in turn when it does not); None when nothing does."""
+    thinned = thin(mask)
+    hollowed = _hollowed(mask, thinned)
+    skeletons = [thinned] if hollowed is None else [thin(hollowed), thinned]
+    for skeleton in skeletons:
+        for spur in SPUR_SHARES:
+            paths = _paths(skeleton, spur * digit_height)
+            if 0 < len(paths) <= MAX_STROKES:
+                return paths
+    return None
+
+
+def _paths(thinned: NDArray[np.bool_], spur: float) -> list[list[Pixel]]:
+    """A thinned digit's pen paths, spurs and crumbs shorter than `spur` pixels left out."""
+    branches = _branches(_adjacency(_pruned(thinned, spur)))
+    # Crumbs (a blot of the scan, a loose end) are not strokes a person would draw.
+    return [path for path in _join(branches) if len(path) >= spur]
+
+
 def digit_strokes(
     digit: NDArray[np.uint8], generator: np.random.Generator, corner_lift: float = 0.3
 ) -> list[NDArray[np.float64]] | None:
@@ -363,10 +407,9 @@ def digit_strokes(
     if len(rows) == 0:
         return None
     digit_height = float(rows[-1] - rows[0] + 1)
-    skeleton = _pruned(thin(mask), SPUR_SHARE * digit_height)
-    branches = _branches(_adjacency(skeleton))
-    # Crumbs (a blot of the scan, a loose end) are not strokes a person would draw.
-    paths = [path for path in _join(branches) if len(path) >= SPUR_SHARE * digit_height]
+    paths = _traced(mask, digit_height)
+    if paths is None:
+        return None
     strokes: list[NDArray[np.float64]] = []
     for number, pixels in enumerate(paths):
         path = _smoothed(pixels)
@@ -380,7 +423,7 @@ def digit_strokes(
             if long_enough and total < MAX_STROKES and generator.random() < corner_lift:
                 pieces[-1:] = [last[: cut + 1], last[cut:]]
         strokes.extend(pieces)
-    if not strokes or len(strokes) > MAX_STROKES:
+    if not strokes:
         return None
     every = np.concatenate(strokes)
     top, left = float(every[:, 1].min()), float(every[:, 0].min())
