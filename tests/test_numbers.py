@@ -612,8 +612,9 @@ def test_the_ink_set_keeps_short_tails_and_draws_a_blotted_loop_as_a_loop() -> N
     hooked = np.zeros((28, 28), dtype=np.uint8)
     hooked[4:24, 9:12] = 255  # a stem 20 pixels tall,
     hooked[15:18, 12:15] = 255  # with a tick of 3 pixels to its right, low down
-    strokes = digit_strokes(hooked, np.random.default_rng(3), corner_lift=0.0) or []
-    assert sorted(round(float(np.ptp(stroke[:, 0])), 1) for stroke in strokes) == [0.0, 0.2]
+    # Drawn out and back on the way down, without lifting the pen.
+    [stem] = digit_strokes(hooked, np.random.default_rng(3), corner_lift=0.0) or [None]
+    assert stem is not None and float(np.ptp(stem[:, 0])) > 0.1
 
     rows, columns = np.mgrid[0:28, 0:28]
     nine = np.zeros((28, 28), dtype=np.uint8)

@@ -66,6 +66,9 @@ MIN_HOLE_PIXELS = 6
 # first: it keeps a 2's curl and a 9's tail, which a pen draws. The longer only when that
 # leaves more than MAX_STROKES strokes (a blotted digit's spurs).
 SPUR_SHARES = (0.05, 0.15)
+# A tail shorter than this share (from a junction to a free end) is drawn out and back on
+# the way, not by a stroke of its own.
+TAIL_SHARE = 0.15
 # A part of the ink deeper than this many of its strokes' half-widths is a filled loop;
 # the ink in it deeper than HOLLOW half-widths is taken out, leaving a ring to trace.
 BLOB_DEPTH = 2.2
@@ -270,9 +273,10 @@ def _direction(path: Sequence[Pixel], at_start: bool) -> NDArray[np.float64]:
     return vector / length if length > 0 else vector
 
 
-def _join(branches: list[list[Pixel]]) -> list[list[Pixel]]:
+def _join(branches: list[list[Pixel]], tail: float = 0.0) -> list[list[Pixel]]:
     """Branches joined into strokes as a hand would: from the top-most free end (an odd
-    junction if there is none), on through each junction along the straightest branch."""
+    junction if there is none), on through each junction along the straightest branch,
+    going out and back along any branch to a free end shorter than `tail` pixels."""
     unused = set(range(len(branches)))
     strokes: list[list[Pixel]] = []
     while unused:
@@ -296,6 +300,16 @@ def _join(branches: list[list[Pixel]]) -> list[list[Pixel]]:
                     options.append((index, branch[::-1]))
             if not options:
                 break
+            tails = [option for option in options
+                     if len(option[1]) < tail and degree.get(option[1][-1], 0) == 1]
+            if heading is not None and tails and len(tails) < len(options):
+                # A short tail on the way (a 9's hook, the curl of a 2) is drawn out and
+                # back: a pen does not lift for it.
+                for index, branch in tails:
+                    unused.discard(index)
+                    path.extend(branch[1:])
+                    path.extend(branch[::-1][1:])
+                options = [option for option in options if option not in tails]
             if heading is None:
                 # The first branch: the one heading down (or right), as a pen leaves a start.
                 chosen = max(options, key=lambda option: _direction(option[1], True)[1])
@@ -369,17 +383,18 @@ def _traced(mask: NDArray[np.bool_], digit_height: float) -> list[list[Pixel]] |
     skeletons = [thinned] if hollowed is None else [thin(hollowed), thinned]
     for skeleton in skeletons:
         for spur in SPUR_SHARES:
-            paths = _paths(skeleton, spur * digit_height)
+            paths = _paths(skeleton, spur * digit_height, TAIL_SHARE * digit_height)
             if 0 < len(paths) <= MAX_STROKES:
                 return paths
     return None
 
 
-def _paths(thinned: NDArray[np.bool_], spur: float) -> list[list[Pixel]]:
-    """A thinned digit's pen paths, spurs and crumbs shorter than `spur` pixels left out."""
+def _paths(thinned: NDArray[np.bool_], spur: float, tail: float) -> list[list[Pixel]]:
+    """A thinned digit's pen paths, spurs and crumbs shorter than `spur` pixels left out,
+    tails shorter than `tail` drawn out and back."""
     branches = _branches(_adjacency(_pruned(thinned, spur)))
     # Crumbs (a blot of the scan, a loose end) are not strokes a person would draw.
-    return [path for path in _join(branches) if len(path) >= spur]
+    return [path for path in _join(branches, tail) if len(path) >= spur]
 
 
 def digit_strokes(
