@@ -6,10 +6,10 @@ Owns the ink set of `train.numbers`:
 - `digit_strokes`: one 28x28 MNIST digit as the pen paths a person would draw. The digit is
   enlarged, a loop filled solid hollowed into a ring, thinned to a one-pixel skeleton (Zhang
   and Suen's thinning), its spurs pruned (only the shortest, so that a 2's curl or a 9's
-  hook stays), and the skeleton's branches joined into strokes the way a hand goes: from the
-  top-most free end, on through each junction along the straightest branch (the pen lifts
-  where that turns back), so a 6 or an 8 is one stroke and an open 4 is two (the "L" and
-  bar, then the stem). A sharp corner is sometimes a pen lift (a 5's flag, a 7's bar drawn
+  hook stays, drawn out and back on the way), and the skeleton's branches joined into
+  strokes the way a hand goes: from the top-most free end, on through each junction along
+  the straightest branch (the pen lifts where that turns back), so a 6 or an 8 is one
+  stroke and an open 4 is two (the "L" and bar, then the stem). A sharp corner is sometimes a pen lift (a 5's flag, a 7's bar drawn
   apart). Digits whose skeleton needs more than `MAX_STROKES` strokes are not used.
   A skeleton can still lose what a pen would not (a bold 8's loops, a blotted corner), so
   the model reads fewer of these digits alone than of MNIST's pictures: `train.numbers`
@@ -365,6 +365,8 @@ def _hollowed(mask: NDArray[np.bool_], thinned: NDArray[np.bool_]) -> NDArray[np
     A loop so bold that no paper shows in it, not even lighter (a 9 in soft pencil), is a
     blob far deeper than the digit's strokes. A pen draws it as a loop, so its inside
     deeper than HOLLOW half-widths is taken out."""
+    if not thinned.any():
+        return None
     depth = ndimage.distance_transform_edt(mask)
     half_width = float(np.median(depth[thinned]))
     deep, _ = ndimage.label(depth > HOLLOW * half_width)
@@ -376,8 +378,9 @@ def _hollowed(mask: NDArray[np.bool_], thinned: NDArray[np.bool_]) -> NDArray[np
 
 
 def _traced(mask: NDArray[np.bool_], digit_height: float) -> list[list[Pixel]] | None:
-    """The ink's pen paths: blobs hollowed and spurs pruned while that still leaves at
-    most MAX_STROKES strokes (each undone in turn when it does not); None when nothing does."""
+    """The ink's pen paths, at most MAX_STROKES of them: blobs hollowed and only the
+    shortest spurs pruned, each given up in turn where that needs more strokes; None when
+    no way does."""
     thinned = thin(mask)
     hollowed = _hollowed(mask, thinned)
     skeletons = [thinned] if hollowed is None else [thin(hollowed), thinned]
