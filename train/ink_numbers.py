@@ -9,8 +9,9 @@ Owns the ink set of `train.numbers`:
   hook stays, drawn out and back on the way), and the skeleton's branches joined into
   strokes the way a hand goes: from the top-most free end, on through each junction along
   the straightest branch (the pen lifts where that turns back), so a 6 or an 8 is one
-  stroke and an open 4 is two (the "L" and bar, then the stem). A sharp corner is sometimes a pen lift (a 5's flag, a 7's bar drawn
-  apart). Digits whose skeleton needs more than `MAX_STROKES` strokes are not used.
+  stroke and an open 4 is two (the "L" and bar, then the stem). A sharp corner is sometimes
+  a pen lift (a 5's flag, a 7's bar drawn apart). Digits whose skeleton needs more than
+  `MAX_STROKES` strokes are not used.
   A skeleton can still lose what a pen would not (a bold 8's loops, a blotted corner), so
   the model reads fewer of these digits alone than of MNIST's pictures: `train.numbers`
   reports both, and the numbers whose every digit reads right alone.
