@@ -279,6 +279,7 @@ class Layout(NamedTuple):
 
     @property
     def discs(self) -> int:
+        """How many discs: one at each point and those between them."""
         return len(self.path.points) + int(self.path.between.sum())
 
 

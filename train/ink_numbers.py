@@ -274,7 +274,7 @@ def _direction(path: Sequence[Pixel], at_start: bool) -> NDArray[np.float64]:
     return vector / length if length > 0 else vector
 
 
-def _join(branches: list[list[Pixel]], tail: float = 0.0) -> list[list[Pixel]]:
+def _join(branches: list[list[Pixel]], tail: float) -> list[list[Pixel]]:
     """Branches joined into strokes as a hand would: from the top-most free end (an odd
     junction if there is none), on through each junction along the straightest branch,
     going out and back along any branch to a free end shorter than `tail` pixels."""
@@ -310,7 +310,7 @@ def _join(branches: list[list[Pixel]], tail: float = 0.0) -> list[list[Pixel]]:
                     unused.discard(index)
                     path.extend(branch[1:])
                     path.extend(branch[::-1][1:])
-                options = [option for option in options if option not in tails]
+                options = [option for option in options if option[0] in unused]
             if heading is None:
                 # The first branch: the one heading down (or right), as a pen leaves a start.
                 chosen = max(options, key=lambda option: _direction(option[1], True)[1])
