@@ -200,7 +200,7 @@ class InferenceWorker:
         return self.classifier.info.not_digit_threshold
 
     def _load(self) -> Classifier:
-        classifier = Classifier(self.settings.model_path)
+        classifier = Classifier(self.settings.model_path, threads=self.settings.model_threads)
         classifier.warm_up(batch_sizes=(1, 8, self.settings.max_batch_size))
         return classifier
 

@@ -26,9 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 WEB_DIR = ROOT / "web"
 ENV_PREFIX = "DIGITS_"
 MIB = 1024 * 1024
-# Knobs for which zero makes sense: no debounce, no waiting to fill a batch, decoding in a
-# thread of the server process rather than in processes of its own.
-ZERO_ALLOWED = frozenset({"debounce_ms", "batch_wait_ms", "decode_processes", "proxy_hops"})
+# Knobs for which zero makes sense: no debounce, no waiting to fill a batch, TensorFlow's own
+# threads, decoding in a thread of the server process rather than in processes of its own.
+ZERO_ALLOWED = frozenset(
+    {"debounce_ms", "batch_wait_ms", "model_threads", "decode_processes", "proxy_hops"}
+)
 
 
 def _knob(help_text: str, *, name: str | None = None) -> dict[str, Any]:
@@ -91,6 +93,13 @@ class Settings:
     max_batch_size: int = field(default=64, metadata=_knob("most pictures in one model call"))
     batch_wait_ms: float = field(
         default=1.0, metadata=_knob("longest wait for more pictures to fill a model call")
+    )
+    model_threads: int = field(
+        default=1,
+        metadata=_knob(
+            "threads one model call may use; 0: TensorFlow's own choice, one per core (which"
+            " costs a call of a few pictures twice the CPU, its threads spinning)"
+        ),
     )
     decode_processes: int = field(
         default=2,

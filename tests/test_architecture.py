@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -138,6 +140,36 @@ def test_a_trained_model_saved_as_is_would_be_caught(tmp_path: Path) -> None:
     model.fit(np.zeros((2, 28, 28, 1)), np.zeros(2), verbose=0)
     model.save(tmp_path / "trained.keras")
     assert not is_inference_only(tmp_path / "trained.keras")
+
+
+THREADS_PROBE = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+from model.inference import Classifier
+classifier = Classifier(threads=1)
+inputs = np.random.default_rng(3).random((5, 28, 28), dtype=np.float32)
+probabilities = classifier.predict(inputs).tolist()
+Classifier(threads=2)  # too late: TensorFlow has started, the threads stay at one
+threads = [tf.config.threading.get_intra_op_parallelism_threads(),
+           tf.config.threading.get_inter_op_parallelism_threads()]
+print(json.dumps({"threads": threads, "probabilities": probabilities}))
+"""
+
+
+def test_a_classifier_limited_to_one_thread_reads_the_same() -> None:
+    """`threads=1` (the server's default) caps TensorFlow's threads in a fresh process, and a
+    later cap once TensorFlow has started leaves them as they were; the readings are the
+    ones of TensorFlow's own threads."""
+    result = subprocess.run(
+        [sys.executable, "-c", THREADS_PROBE], capture_output=True, text=True, timeout=120,
+        cwd=Path(__file__).resolve().parent.parent, check=True,
+    )
+    probe = json.loads(result.stdout.strip().splitlines()[-1])
+    assert probe["threads"] == [1, 1]
+    assert "TensorFlow has started already" in result.stderr
+    inputs = np.random.default_rng(3).random((5, 28, 28), dtype=np.float32)
+    np.testing.assert_allclose(probe["probabilities"], Classifier().predict(inputs), atol=1e-5)
 
 
 def test_compiled_call_matches_keras() -> None:

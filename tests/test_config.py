@@ -26,6 +26,7 @@ def test_defaults() -> None:
     assert settings.max_pixels == 4096 * 4096
     assert settings.max_stroke_points == 20_000
     assert settings.model_path == MODEL_PATH
+    assert settings.model_threads == 1
 
 
 def test_variables_then_flags() -> None:
@@ -43,6 +44,7 @@ def test_every_knob_has_a_flag_and_a_variable() -> None:
     flags = [
         "--max-message-bytes", "1000", "--max-pixels", "2000", "--max-stroke-points", "30",
         "--max-messages-per-s", "40", "--max-connections", "50", "--decode-processes", "1",
+        "--model-threads", "0",
     ]
     settings = Settings.from_sources(flags, {"DIGITS_BATCH_WAIT_MS": "0"})
     assert settings.max_message_bytes == 1000
@@ -52,6 +54,8 @@ def test_every_knob_has_a_flag_and_a_variable() -> None:
     assert settings.max_connections == 50
     assert settings.decode_processes == 1
     assert settings.batch_wait_ms == 0
+    assert settings.model_threads == 0
+    assert Settings.from_sources([], {"DIGITS_MODEL_THREADS": "2"}).model_threads == 2
 
 
 @pytest.mark.parametrize(
