@@ -34,13 +34,11 @@ _loaded: dict[str, Any] = {}
 
 def _load(states: list[State]) -> None:
     """Set up one process: one core for TensorFlow, the model warmed up, the snapshots."""
-    # TensorFlow would otherwise start a thread per core in every process.
-    os.environ["TF_NUM_INTRAOP_THREADS"] = "1"
-    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     from model.inference import Classifier
     from server.protocol import StrokesSnapshot
 
-    classifier = Classifier()
+    # TensorFlow would otherwise start a thread per core in every process.
+    classifier = Classifier(threads=1)
     classifier.warm_up()
     _loaded["classifier"] = classifier
     _loaded["snapshots"] = [StrokesSnapshot(0, *state) for state in states]

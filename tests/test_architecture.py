@@ -143,7 +143,7 @@ def test_a_trained_model_saved_as_is_would_be_caught(tmp_path: Path) -> None:
 
 
 THREADS_PROBE = """
-import json, sys
+import json
 import numpy as np
 import tensorflow as tf
 from model.inference import Classifier
